@@ -1,0 +1,1 @@
+"""Incident bot: runs the incident-response procedure from Slack."""

@@ -1,0 +1,116 @@
+"""Composition root and command line.
+
+python -m bot                      serve (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)
+python -m bot migrate              apply database migrations and exit
+python -m bot policy check FILE    validate a policy file
+python -m bot demo                 a scripted incident against a local Slack stand-in
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from bot import logs
+from bot.config import Settings, SettingsError, load_settings
+from bot.domain.policy import PolicyError, format_duration, load_policy
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _serve(settings: Settings) -> None:
+    from bot.runtime import Runtime
+
+    runtime = await Runtime.create(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.close()
+
+
+async def _migrate(settings: Settings) -> None:
+    from bot.store.db import Database
+
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+    finally:
+        await database.dispose()
+    print("database is at the newest schema")
+
+
+def policy_check(path: Path) -> int:
+    try:
+        policy = load_policy(path)
+    except PolicyError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    announce = f"#{policy.announce_channel}" if policy.announce_channel else "none"
+    print(f"  announcement channel: {announce}")
+    for severity in policy.severities:
+        update = format_duration(severity.update_interval) if severity.update_interval else "none"
+        chain = ", ".join(
+            f"{format_duration(level.after)}→{' '.join(level.notify) or 'nobody'}"
+            for level in severity.escalation
+        )
+        print(
+            f"  {severity.name} ({', '.join(severity.aliases) or 'no aliases'}): "
+            f"ack {format_duration(severity.ack_timeout)}, updates {update}, "
+            f"resolve {format_duration(severity.resolution_target)}; escalation: {chain or 'none'}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the bot (default)")
+    sub.add_parser("migrate", help="apply database migrations")
+    policy = sub.add_parser("policy", help="policy tools")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate a policy file")
+    check.add_argument("file", type=Path)
+    demo = sub.add_parser("demo", help="a scripted incident against a local Slack stand-in")
+    demo.add_argument("--database-url", default=None)
+    args = parser.parse_args(argv)
+
+    if args.command == "policy":
+        return policy_check(args.file)
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        return asyncio.run(run_demo(database_url=args.database_url))
+    settings = _settings()
+    secrets = [
+        settings.slack_bot_token.get_secret_value(),
+        settings.slack_signing_secret.get_secret_value(),
+    ]
+    if settings.slack_app_token is not None:
+        secrets.append(settings.slack_app_token.get_secret_value())
+    logs.setup(settings.log_level, secrets=secrets)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        return 0
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The one error base of the domain. Its message is what the user reads (ephemeral reply)."""
+
+
+class DomainError(Exception):
+    """A command that cannot be carried out; `str(error)` explains why and how to do it right."""
+
+
+class NotFound(DomainError):
+    """The incident (or the channel's incident) does not exist."""
+
+
+class InvalidCommand(DomainError):
+    """Wrong words: unknown severity, empty title, unknown subcommand, bad duration."""
+
+
+class IllegalTransition(DomainError):
+    """The incident's state does not allow this (e.g. resolving a resolved incident)."""
+
+
+class NothingToDo(DomainError):
+    """Already done (a second click, a repeated command); nothing changes."""

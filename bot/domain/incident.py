@@ -1,0 +1,298 @@
+"""The Incident aggregate: commands in, events out. Pure: no Slack, no SQL, no clock.
+
+Life cycle: declared (status `investigating`) → acknowledged → identified → mitigating →
+monitoring → resolved. Open statuses may move in any order (an incident can regress from
+monitoring back to investigating); `resolved` is reached only through `resolve`, and nothing
+but the post-incident record changes afterwards.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.domain.errors import IllegalTransition, InvalidCommand, NothingToDo
+from bot.domain.policy import RESOLVED, Policy, Severity
+
+TITLE_MAX = 500
+TEXT_MAX = 2900
+
+
+class EventKind(enum.StrEnum):
+    DECLARED = "declared"
+    ACKNOWLEDGED = "acknowledged"
+    COMMANDER_CHANGED = "commander_changed"
+    ROLE_ASSIGNED = "role_assigned"
+    STATUS_CHANGED = "status_changed"
+    SEVERITY_CHANGED = "severity_changed"
+    UPDATE_POSTED = "update_posted"
+    NOTE_ADDED = "note_added"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to an incident; every event becomes a timeline entry."""
+
+    kind: EventKind
+    at: datetime
+    actor: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def clean_text(text: str, *, what: str, limit: int = TEXT_MAX) -> str:
+    """Trimmed text, refused when empty, cut at `limit` characters."""
+    cleaned = " ".join(text.split()) if "\n" not in text else text.strip()
+    if not cleaned:
+        raise InvalidCommand(f"The {what} is empty.")
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1].rstrip() + "…"
+    return cleaned
+
+
+@dataclass
+class Incident:
+    id: str
+    title: str
+    severity: str
+    declared_at: datetime
+    declared_by: str
+    status: str = "investigating"
+    services: list[str] = field(default_factory=list)
+    impact: str = ""
+    drill: bool = False
+    tags: list[str] = field(default_factory=list)
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    commander: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+    last_update_at: datetime | None = None
+    escalation_level: int = 0
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution_summary: str = ""
+    root_cause: str = ""
+    version: int = 0
+
+    # ---- declaration -------------------------------------------------------------------
+    @classmethod
+    def declare(
+        cls,
+        *,
+        incident_id: str,
+        title: str,
+        severity: Severity,
+        by: str,
+        now: datetime,
+        services: list[str] | None = None,
+        impact: str = "",
+        drill: bool = False,
+        tags: list[str] | None = None,
+    ) -> tuple[Incident, list[Event]]:
+        incident = cls(
+            id=incident_id,
+            title=clean_text(title, what="title", limit=TITLE_MAX),
+            severity=severity.name,
+            declared_at=now,
+            declared_by=by,
+            services=[s.strip() for s in services or [] if s.strip()],
+            impact=impact.strip()[:TEXT_MAX],
+            drill=drill,
+            tags=sorted({t.strip().lower() for t in tags or [] if t.strip()}),
+        )
+        event = Event(
+            EventKind.DECLARED,
+            now,
+            by,
+            {"title": incident.title, "severity": severity.name, "drill": drill},
+        )
+        return incident, [event]
+
+    # ---- queries -----------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self.status != RESOLVED
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    def duration(self, now: datetime) -> timedelta:
+        return (self.resolved_at or now) - self.declared_at
+
+    def next_update_due(self, policy: Policy) -> datetime | None:
+        """When the next status update is expected, or None (resolved, or none for the level)."""
+        interval = policy.get(self.severity).update_interval
+        if not self.is_open or interval is None:
+            return None
+        return (self.last_update_at or self.declared_at) + interval
+
+    def time_to_acknowledge(self) -> timedelta | None:
+        return None if self.acknowledged_at is None else self.acknowledged_at - self.declared_at
+
+    # ---- commands ----------------------------------------------------------------------
+    def _require_open(self) -> None:
+        if not self.is_open:
+            raise IllegalTransition(
+                f"{self.id} is already resolved; start a new incident if the problem is back."
+            )
+
+    def acknowledge(self, *, by: str, now: datetime) -> list[Event]:
+        self._require_open()
+        if self.acknowledged_at is not None:
+            raise NothingToDo(f"{self.id} was already acknowledged by <@{self.acknowledged_by}>.")
+        self.acknowledged_at, self.acknowledged_by = now, by
+        return [
+            Event(
+                EventKind.ACKNOWLEDGED,
+                now,
+                by,
+                {"seconds": int((now - self.declared_at).total_seconds())},
+            )
+        ]
+
+    def take_command(self, *, by: str, now: datetime, user: str | None = None) -> list[Event]:
+        """`user` takes command (default: `by` takes it). Taking command acknowledges."""
+        self._require_open()
+        new = user or by
+        if self.commander == new:
+            raise NothingToDo(f"<@{new}> is already the incident commander of {self.id}.")
+        events: list[Event] = []
+        if self.acknowledged_at is None:
+            events += self.acknowledge(by=by, now=now)
+        previous, self.commander = self.commander, new
+        self.roles["commander"] = new
+        events.append(
+            Event(EventKind.COMMANDER_CHANGED, now, by, {"commander": new, "previous": previous})
+        )
+        return events
+
+    def assign_role(
+        self, *, by: str, role: str, user: str, now: datetime, policy: Policy
+    ) -> list[Event]:
+        self._require_open()
+        wanted = role.strip().lower().replace("-", "_")
+        if wanted not in policy.roles:
+            raise InvalidCommand(f"There is no role {role!r}. Roles: {', '.join(policy.roles)}.")
+        if wanted == "commander":
+            return self.take_command(by=by, now=now, user=user)
+        if self.roles.get(wanted) == user:
+            raise NothingToDo(f"<@{user}> is already {wanted} of {self.id}.")
+        previous = self.roles.get(wanted)
+        self.roles[wanted] = user
+        return [
+            Event(
+                EventKind.ROLE_ASSIGNED,
+                now,
+                by,
+                {"role": wanted, "user": user, "previous": previous},
+            )
+        ]
+
+    def set_status(self, *, by: str, status: str, now: datetime, policy: Policy) -> list[Event]:
+        self._require_open()
+        wanted = status.strip().lower()
+        if wanted == RESOLVED:
+            raise InvalidCommand("To resolve, write `/incident resolve <summary>`.")
+        if wanted not in policy.open_statuses:
+            raise InvalidCommand(
+                f"{status!r} is not a status. Use one of: {', '.join(policy.open_statuses)}."
+            )
+        if wanted == self.status:
+            raise NothingToDo(f"{self.id} is already {wanted}.")
+        previous, self.status = self.status, wanted
+        return [Event(EventKind.STATUS_CHANGED, now, by, {"status": wanted, "previous": previous})]
+
+    def change_severity(self, *, by: str, severity: Severity, now: datetime) -> list[Event]:
+        self._require_open()
+        if severity.name == self.severity:
+            raise NothingToDo(f"{self.id} is already {severity.name}.")
+        previous, self.severity = self.severity, severity.name
+        return [
+            Event(
+                EventKind.SEVERITY_CHANGED,
+                now,
+                by,
+                {"severity": severity.name, "previous": previous},
+            )
+        ]
+
+    def post_update(
+        self,
+        *,
+        by: str,
+        text: str,
+        now: datetime,
+        policy: Policy,
+        status: str | None = None,
+        next_steps: str = "",
+    ) -> list[Event]:
+        """A status update: resets the update clock; may move the status at the same time."""
+        self._require_open()
+        body = clean_text(text, what="update")
+        events: list[Event] = []
+        if status and status.strip().lower() != self.status:
+            events += self.set_status(by=by, status=status, now=now, policy=policy)
+        self.last_update_at = now
+        events.append(
+            Event(
+                EventKind.UPDATE_POSTED,
+                now,
+                by,
+                {"text": body, "status": self.status, "next_steps": next_steps.strip()[:TEXT_MAX]},
+            )
+        )
+        return events
+
+    def add_note(self, *, by: str, text: str, now: datetime) -> list[Event]:
+        body = clean_text(text, what="note")
+        return [Event(EventKind.NOTE_ADDED, now, by, {"text": body})]
+
+    def escalate(
+        self, *, by: str | None, now: datetime, policy: Policy, reason: str = ""
+    ) -> list[Event]:
+        """Move up one level of the severity's escalation chain."""
+        self._require_open()
+        chain = policy.get(self.severity).escalation
+        if self.escalation_level + 1 >= len(chain):
+            raise IllegalTransition(
+                f"{self.id} is already at the last escalation level ({len(chain)})."
+            )
+        self.escalation_level += 1
+        level = chain[self.escalation_level]
+        return [
+            Event(
+                EventKind.ESCALATED,
+                now,
+                by,
+                {
+                    "level": self.escalation_level + 1,
+                    "notify": list(level.notify),
+                    "reason": reason.strip()[:TEXT_MAX],
+                    "manual": by is not None,
+                },
+            )
+        ]
+
+    def resolve(self, *, by: str, summary: str, now: datetime, root_cause: str = "") -> list[Event]:
+        self._require_open()
+        self.resolution_summary = clean_text(summary, what="resolution summary")
+        self.root_cause = root_cause.strip()[:TEXT_MAX]
+        previous = self.status
+        self.status, self.resolved_at, self.resolved_by = RESOLVED, now, by
+        return [
+            Event(
+                EventKind.RESOLVED,
+                now,
+                by,
+                {
+                    "summary": self.resolution_summary,
+                    "root_cause": self.root_cause,
+                    "previous": previous,
+                    "seconds": int((now - self.declared_at).total_seconds()),
+                },
+            )
+        ]

@@ -1,0 +1,330 @@
+"""The incident policy: severities, clocks, escalation chains (pydantic models, pure).
+
+Field names are part of the public interface (DESIGN §1): add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """`90s`, `15m`, `2h`, `3d` (or a number of seconds) → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration is written like 90s, 15m, 2h or 3d")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match:
+            return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    raise ValueError(f"{value!r} is not a duration; write it like 90s, 15m, 2h or 3d")
+
+
+def format_duration(delta: timedelta) -> str:
+    """The inverse of `parse_duration`, in the largest whole unit (`5400s` → `90m`)."""
+    seconds = int(delta.total_seconds())
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def human_duration(delta: timedelta) -> str:
+    """For people: `1h 23m`, `4m 10s`, `2d 3h`."""
+    seconds = max(0, int(delta.total_seconds()))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+_TARGET = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+
+
+def _check_targets(values: list[str]) -> list[str]:
+    for value in values:
+        if not _TARGET.match(value):
+            raise ValueError(
+                f"{value!r} is not a Slack user (U…/W…) or user group (S…) id; "
+                "find ids in Slack under the profile's ⋮ menu → Copy member ID"
+            )
+    return values
+
+
+Targets = Annotated[list[str], Field(default_factory=list)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EscalationLevel(_Model):
+    after: Duration
+    notify: Targets
+    pagerduty: str | None = None
+
+    _targets = field_validator("notify")(_check_targets)
+
+
+class Severity(_Model):
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    description: str = ""
+    ack_timeout: Duration
+    update_interval: Duration | None = None
+    resolution_target: Duration
+    notify_on_declare: Targets
+    escalation: list[EscalationLevel] = Field(default_factory=list)
+    open_escalation: list[EscalationLevel] = Field(default_factory=list)
+
+    _targets = field_validator("notify_on_declare")(_check_targets)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", value):
+            raise ValueError("a severity name is one word of letters and digits, e.g. SEV1")
+        return value
+
+    @field_validator("escalation", "open_escalation")
+    @classmethod
+    def _ordered(cls, levels: list[EscalationLevel]) -> list[EscalationLevel]:
+        afters = [level.after for level in levels]
+        if afters != sorted(afters):
+            raise ValueError("levels must be listed in increasing `after` order")
+        return levels
+
+    @property
+    def words(self) -> list[str]:
+        return [self.name.lower(), *(alias.lower() for alias in self.aliases)]
+
+
+class Followups(_Model):
+    report: Duration = timedelta(hours=24)
+    postmortem: Duration = timedelta(hours=48)
+    action_review: Duration = timedelta(days=7)
+
+
+class ComplianceClock(_Model):
+    tag: str
+    deadline: Duration
+    remind_before: list[Duration] = Field(default_factory=list)
+    description: str = ""
+
+
+OPEN_STATUSES = ("investigating", "identified", "mitigating", "monitoring")
+RESOLVED = "resolved"
+
+
+class Policy(_Model):
+    announce_channel: str | None = "incidents"
+    statuses: list[str] = Field(default_factory=lambda: [*OPEN_STATUSES, RESOLVED])
+    roles: list[str] = Field(
+        default_factory=lambda: ["commander", "tech_lead", "comms_lead", "scribe"]
+    )
+    severities: list[Severity]
+    followups: Followups = Field(default_factory=Followups)
+    compliance: list[ComplianceClock] = Field(default_factory=list)
+
+    @field_validator("announce_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip().lstrip("#")
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses(cls, value: list[str]) -> list[str]:
+        lowered = [status.lower() for status in value]
+        if not lowered or lowered[0] != "investigating" or lowered[-1] != RESOLVED:
+            raise ValueError("statuses must start with investigating and end with resolved")
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("statuses must not repeat")
+        return lowered
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: list[str]) -> list[str]:
+        lowered = [role.lower() for role in value]
+        if "commander" not in lowered:
+            raise ValueError("roles must include commander")
+        return lowered
+
+    @model_validator(mode="after")
+    def _unique_words(self) -> Policy:
+        if not self.severities:
+            raise ValueError("at least one severity is needed")
+        seen: dict[str, str] = {}
+        for severity in self.severities:
+            for word in severity.words:
+                if word in seen and seen[word] != severity.name:
+                    raise ValueError(f"{word!r} names both {seen[word]} and {severity.name}")
+                seen[word] = severity.name
+        return self
+
+    def severity(self, word: str) -> Severity | None:
+        """The severity a word names (name or alias, case-insensitive), or None."""
+        wanted = word.strip().lower()
+        for severity in self.severities:
+            if wanted in severity.words:
+                return severity
+        return None
+
+    def get(self, name: str) -> Severity:
+        found = self.severity(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def rank(self, name: str) -> int:
+        """0 for the most severe."""
+        return [s.name for s in self.severities].index(self.get(name).name)
+
+    @property
+    def lowest(self) -> Severity:
+        return self.severities[-1]
+
+    @property
+    def open_statuses(self) -> list[str]:
+        return [s for s in self.statuses if s != RESOLVED]
+
+    def severity_words(self) -> str:
+        return ", ".join(
+            f"{s.name.lower()} ({'/'.join(a.lower() for a in s.aliases)})"
+            if s.aliases
+            else s.name.lower()
+            for s in self.severities
+        )
+
+
+class PolicyError(Exception):
+    """The policy file is unreadable or invalid; the message names the file and the field."""
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid policy"]
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def parse_policy(data: Any, *, source: str = "policy") -> Policy:
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_describe(exc, source)) from None
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy in `path`, or the built-in default when `path` is None."""
+    if path is None:
+        return default_policy()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    return parse_policy(data, source=str(path))
+
+
+def default_policy() -> Policy:
+    """The built-in policy, drawn from the four runbooks in the seeds; it names nobody.
+
+    SEV1/P0: respond < 5 min, resolve < 1 h, updates every 30 min, secondary after 15 min,
+    engineering manager after 30 min, VP Engineering after 2 h open, CTO after 4 h.
+    SEV2/P1: respond < 15 min, resolve < 4 h, updates every 30 min.
+    SEV3/P2: respond < 1 h, resolve < 24 h, updates hourly.  SEV4/P3: respond < 4 h,
+    resolve < 72 h, no update nudges. Security incidents: regulator notification < 72 h.
+    """
+    return parse_policy(
+        {
+            "announce_channel": "incidents",
+            "severities": [
+                {
+                    "name": "SEV1",
+                    "aliases": ["p0", "critical"],
+                    "description": "Complete outage, data loss or corruption, security breach, "
+                    "payments down",
+                    "ack_timeout": "5m",
+                    "update_interval": "30m",
+                    "resolution_target": "1h",
+                    "escalation": [
+                        {"after": "0s"},
+                        {"after": "15m"},
+                        {"after": "30m"},
+                        {"after": "1h"},
+                    ],
+                    "open_escalation": [{"after": "2h"}, {"after": "4h"}],
+                },
+                {
+                    "name": "SEV2",
+                    "aliases": ["p1", "high"],
+                    "description": "Major feature unavailable, performance severely degraded, "
+                    "authentication issues",
+                    "ack_timeout": "15m",
+                    "update_interval": "30m",
+                    "resolution_target": "4h",
+                    "escalation": [{"after": "0s"}, {"after": "15m"}, {"after": "30m"}],
+                },
+                {
+                    "name": "SEV3",
+                    "aliases": ["p2", "medium"],
+                    "description": "Minor feature broken, non-critical API errors, slow responses",
+                    "ack_timeout": "1h",
+                    "update_interval": "1h",
+                    "resolution_target": "24h",
+                    "escalation": [{"after": "0s"}, {"after": "1h"}],
+                },
+                {
+                    "name": "SEV4",
+                    "aliases": ["p3", "low"],
+                    "description": "Cosmetic issues, non-blocking bugs",
+                    "ack_timeout": "4h",
+                    "update_interval": None,
+                    "resolution_target": "72h",
+                    "escalation": [{"after": "0s"}],
+                },
+            ],
+            "followups": {"report": "24h", "postmortem": "48h", "action_review": "7d"},
+            "compliance": [
+                {
+                    "tag": "security",
+                    "deadline": "72h",
+                    "remind_before": ["48h", "24h", "2h"],
+                    "description": "Personal-data breach: notify the regulator",
+                }
+            ],
+        },
+        source="built-in default policy",
+    )

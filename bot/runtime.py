@@ -1,0 +1,177 @@
+"""Assembles the bot from settings: database, service, worker, Slack app, HTTP server.
+
+`__main__` uses it to serve; the tests and the demo use it to run the real bot in-process
+against the fake Slack server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.domain.policy import Policy, load_policy
+from bot.metrics import render_metrics
+from bot.service.incidents import IncidentService
+from bot.slack.app import Background, Identity, build_app
+from bot.slack.executor import SlackExecutor
+from bot.slack.server import build_web_app
+from bot.store.db import Database
+from bot.store.repository import SqlStore
+from bot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def web_client(settings: Settings, *, retry_inline: bool) -> AsyncWebClient:
+    """A Web API client on SLACK_API_URL. Inline calls wait out one 429 and two 5xx;
+    the worker's client does not, because the worker reschedules the job durably."""
+    handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+    if retry_inline:
+        handlers += [
+            AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ]
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=15,
+        retry_handlers=handlers,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    policy: Policy
+    clock: Clock
+    database: Database
+    store: SqlStore
+    service: IncidentService
+    worker: Worker
+    executor: SlackExecutor
+    identity: Identity
+    background: Background
+    http_app: web.Application
+    bolt: AsyncApp
+    inline_client: AsyncWebClient
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _socket: AsyncSocketModeHandler | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+        worker_name: str | None = None,
+        poll_seconds: float = 1.0,
+        database: Database | None = None,
+    ) -> Runtime:
+        policy = policy or load_policy(settings.policy_file)
+        clock = clock or SystemClock()
+        database = database or Database(settings.database_url)
+        await database.migrate()
+        store = SqlStore(database)
+        inline = web_client(settings, retry_inline=True)
+        identity = Identity(token=settings.slack_bot_token.get_secret_value())
+        executor = SlackExecutor(
+            client=web_client(settings, retry_inline=False), store=store, policy=policy
+        )
+        worker = Worker(
+            store=store, run_job=executor, clock=clock, name=worker_name, poll_seconds=poll_seconds
+        )
+        service = IncidentService(store=store, policy=policy, clock=clock, wake=worker.wake)
+        background = Background()
+        bolt = build_app(
+            service=service,
+            client=inline,
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            identity=identity,
+            background=background,
+        )
+
+        async def metrics() -> str:
+            return await render_metrics(store=store, policy=policy)
+
+        app = build_web_app(bolt=bolt, store=store, metrics=metrics)
+        return cls(
+            settings=settings,
+            policy=policy,
+            clock=clock,
+            database=database,
+            store=store,
+            service=service,
+            worker=worker,
+            executor=executor,
+            identity=identity,
+            background=background,
+            http_app=app,
+            bolt=bolt,
+            inline_client=inline,
+        )
+
+    async def start(
+        self,
+        *,
+        host: str = "0.0.0.0",  # noqa: S104 - a server listens on all interfaces
+        port: int | None = None,
+        worker: bool = True,
+    ) -> int:
+        """Serve HTTP (and Socket Mode when configured); returns the bound port."""
+        self._tasks.append(asyncio.create_task(self.identity.learn(self.inline_client)))
+        self._runner = web.AppRunner(self.http_app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, self.settings.port if port is None else port)
+        await site.start()
+        bound = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        if self.settings.socket_mode:
+            app_token = self.settings.slack_app_token
+            assert app_token is not None
+            handler = AsyncSocketModeHandler(
+                self.bolt,
+                app_token.get_secret_value(),
+                web_client=AsyncWebClient(base_url=self.settings.slack_api_url),
+            )
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            self._socket = handler
+        if worker:
+            self._tasks.append(asyncio.create_task(self.worker.run_forever()))
+        log.info(
+            "incident bot ready: %s on port %d, database %s",
+            "Socket Mode" if self.settings.socket_mode else "HTTP",
+            bound,
+            self.database.dialect,
+        )
+        return bound
+
+    async def close(self) -> None:
+        self.worker.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            await self.background.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.database.dispose()

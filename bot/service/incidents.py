@@ -1,0 +1,406 @@
+"""Incident use cases: load, apply the domain, save state + timeline + Slack work at once.
+
+Each command runs in one transaction: the incident row (locked on PostgreSQL), its new
+timeline entries and the Slack jobs that make the change visible are committed together, so
+the user is told "done" only once all of it is durable. The worker then carries out the jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.clock import Clock
+from bot.domain.errors import InvalidCommand, NotFound
+from bot.domain.incident import Event, EventKind, Incident
+from bot.domain.naming import incident_id
+from bot.domain.policy import Policy, Severity
+from bot.domain.timeline import TimelineEntry
+from bot.service.ports import IncidentRecord, JobKind, NewJob, SlackRefs, Store, Tx
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "channel"
+ANNOUNCE = "announce"
+
+# Which messages each event posts, and where (the announcement channel hears the big ones).
+_POSTS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.ACKNOWLEDGED: (CHANNEL,),
+    EventKind.COMMANDER_CHANGED: (CHANNEL,),
+    EventKind.ROLE_ASSIGNED: (CHANNEL,),
+    EventKind.STATUS_CHANGED: (CHANNEL,),
+    EventKind.SEVERITY_CHANGED: (CHANNEL, ANNOUNCE),
+    EventKind.UPDATE_POSTED: (CHANNEL, ANNOUNCE),
+    EventKind.NOTE_ADDED: (CHANNEL,),
+    EventKind.ESCALATED: (CHANNEL, ANNOUNCE),
+    EventKind.RESOLVED: (CHANNEL, ANNOUNCE),
+}
+# Events after which the alert messages and the channel topic are re-rendered.
+_SYNCS = {
+    EventKind.ACKNOWLEDGED,
+    EventKind.COMMANDER_CHANGED,
+    EventKind.STATUS_CHANGED,
+    EventKind.SEVERITY_CHANGED,
+    EventKind.UPDATE_POSTED,
+    EventKind.ESCALATED,
+    EventKind.RESOLVED,
+}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
+    """The incident as a message shows it at this moment (JSON-safe, stored with a job)."""
+    severity = policy.get(incident.severity)
+    return {
+        "id": incident.id,
+        "title": incident.title,
+        "severity": incident.severity,
+        "severity_description": severity.description,
+        "status": incident.status,
+        "declared_at": _iso(incident.declared_at),
+        "declared_by": incident.declared_by,
+        "services": incident.services,
+        "impact": incident.impact,
+        "drill": incident.drill,
+        "commander": incident.commander,
+        "roles": incident.roles,
+        "acknowledged_at": _iso(incident.acknowledged_at),
+        "acknowledged_by": incident.acknowledged_by,
+        "next_update_at": _iso(incident.next_update_due(policy)),
+        "resolved_at": _iso(incident.resolved_at),
+        "resolution_summary": incident.resolution_summary,
+        "root_cause": incident.root_cause,
+        "escalation_level": incident.escalation_level,
+    }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: the incident after it and the events it produced."""
+
+    record: IncidentRecord
+    events: list[Event]
+
+    @property
+    def incident(self) -> Incident:
+        return self.record.incident
+
+
+class IncidentService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        policy: Policy,
+        clock: Clock,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self._wake = wake
+
+    # ---- helpers -----------------------------------------------------------------------
+    def severity(self, word: str) -> Severity:
+        found = self.policy.severity(word)
+        if found is None:
+            raise InvalidCommand(
+                f"`{word}` is not a severity. Use one of: {self.policy.severity_words()}."
+            )
+        return found
+
+    def _jobs_for(self, incident: Incident, events: list[Event]) -> list[NewJob]:
+        state = snapshot(incident, self.policy)
+        jobs: list[NewJob] = []
+        for event in events:
+            targets = _POSTS.get(event.kind, ())
+            if incident.drill:
+                targets = tuple(t for t in targets if t != ANNOUNCE)
+            if targets:
+                jobs.append(
+                    NewJob(
+                        JobKind.POST,
+                        incident.id,
+                        {
+                            "template": str(event.kind),
+                            "to": list(targets),
+                            "event": {
+                                "at": event.at.isoformat(),
+                                "actor": event.actor,
+                                **event.data,
+                            },
+                            "incident": state,
+                        },
+                    )
+                )
+            invitees = [
+                user
+                for user in (event.data.get("commander"), event.data.get("user"))
+                if event.kind in (EventKind.COMMANDER_CHANGED, EventKind.ROLE_ASSIGNED) and user
+            ]
+            if invitees:
+                jobs.append(NewJob(JobKind.INVITE, incident.id, {"users": invitees}))
+        if any(event.kind in _SYNCS for event in events):
+            jobs.append(NewJob(JobKind.SYNC, incident.id, {}))
+        return jobs
+
+    async def _load(
+        self, tx: Tx, *, incident_id: str | None, channel_id: str | None
+    ) -> IncidentRecord:
+        if incident_id:
+            record = await tx.get(incident_id, lock=True)
+            if record is None:
+                raise NotFound(f"There is no incident {incident_id}.")
+            return record
+        if channel_id:
+            record = await tx.by_channel(channel_id, lock=True)
+            if record is None:
+                raise NotFound(
+                    "This channel is not an incident channel. Run this in the incident's "
+                    "channel, or declare one with `/incident <severity> <title>`."
+                )
+            return record
+        raise NotFound("Which incident? Run this in the incident's channel.")
+
+    async def _apply(
+        self,
+        *,
+        incident_id: str | None = None,
+        channel_id: str | None = None,
+        change: Callable[[Incident, datetime], list[Event]],
+    ) -> Outcome:
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            record = await self._load(tx, incident_id=incident_id, channel_id=channel_id)
+            events = change(record.incident, now)
+            await tx.save(record.incident)
+            await tx.add_events(record.incident.id, events)
+            await tx.enqueue(self._jobs_for(record.incident, events), now=now)
+        self._wake()
+        return Outcome(record, events)
+
+    # ---- declaration -------------------------------------------------------------------
+    async def declare(
+        self,
+        *,
+        severity: str,
+        title: str,
+        by: str,
+        origin_channel_id: str | None = None,
+        response_url: str | None = None,
+        services: list[str] | None = None,
+        impact: str = "",
+        drill: bool = False,
+        tags: list[str] | None = None,
+    ) -> Outcome:
+        level = self.severity(severity)
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            seq = await tx.next_sequence(now.date())
+            incident, events = Incident.declare(
+                incident_id=incident_id(now.date(), seq),
+                title=title,
+                severity=level,
+                by=by,
+                now=now,
+                services=services,
+                impact=impact,
+                drill=drill,
+                tags=tags,
+            )
+            record = IncidentRecord(incident, SlackRefs(origin_channel_id=origin_channel_id))
+            await tx.add_incident(record)
+            await tx.add_events(incident.id, events)
+            jobs = [
+                NewJob(JobKind.CREATE_CHANNEL, incident.id, {"response_url": response_url}),
+                NewJob(JobKind.INVITE, incident.id, {"users": [by]}),
+                NewJob(JobKind.POST_ALERT, incident.id, {}),
+            ]
+            if self.policy.announce_channel and not drill:
+                jobs.append(NewJob(JobKind.ANNOUNCE, incident.id, {}))
+            if response_url:
+                jobs.append(
+                    NewJob(
+                        JobKind.RESPOND,
+                        incident.id,
+                        {"url": response_url, "template": "channel_ready"},
+                    )
+                )
+            await tx.enqueue(jobs, now=now)
+        log.info("declared %s (%s)", incident.id, incident.severity)
+        self._wake()
+        return Outcome(record, events)
+
+    # ---- commands on an incident ---------------------------------------------------------
+    async def acknowledge(
+        self, *, by: str, incident_id: str | None = None, channel_id: str | None = None
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.acknowledge(by=by, now=now),
+        )
+
+    async def take_command(
+        self,
+        *,
+        by: str,
+        user: str | None = None,
+        incident_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.take_command(by=by, now=now, user=user),
+        )
+
+    async def assign_role(
+        self,
+        *,
+        by: str,
+        role: str,
+        user: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.assign_role(
+                by=by, role=role, user=user, now=now, policy=self.policy
+            ),
+        )
+
+    async def set_status(
+        self,
+        *,
+        by: str,
+        status: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.set_status(
+                by=by, status=status, now=now, policy=self.policy
+            ),
+        )
+
+    async def change_severity(
+        self,
+        *,
+        by: str,
+        severity: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        level = self.severity(severity)
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.change_severity(by=by, severity=level, now=now),
+        )
+
+    async def post_update(
+        self,
+        *,
+        by: str,
+        text: str,
+        status: str | None = None,
+        next_steps: str = "",
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.post_update(
+                by=by,
+                text=text,
+                now=now,
+                policy=self.policy,
+                status=status,
+                next_steps=next_steps,
+            ),
+        )
+
+    async def add_note(
+        self,
+        *,
+        by: str,
+        text: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.add_note(by=by, text=text, now=now),
+        )
+
+    async def escalate(
+        self,
+        *,
+        by: str,
+        reason: str = "",
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.escalate(
+                by=by, now=now, policy=self.policy, reason=reason
+            ),
+        )
+
+    async def resolve(
+        self,
+        *,
+        by: str,
+        summary: str,
+        root_cause: str = "",
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.resolve(
+                by=by, summary=summary, root_cause=root_cause, now=now
+            ),
+        )
+
+    # ---- queries -----------------------------------------------------------------------
+    async def find(
+        self, *, incident_id: str | None = None, channel_id: str | None = None
+    ) -> IncidentRecord:
+        async with self.store.transaction() as tx:
+            if incident_id:
+                record = await tx.get(incident_id)
+            elif channel_id:
+                record = await tx.by_channel(channel_id)
+            else:
+                record = None
+        if record is None:
+            raise NotFound(
+                "This channel is not an incident channel. Run this in the incident's channel, "
+                "or declare one with `/incident <severity> <title>`."
+            )
+        return record
+
+    async def open_incidents(self) -> list[IncidentRecord]:
+        async with self.store.transaction() as tx:
+            return await tx.open_incidents()
+
+    async def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        async with self.store.transaction() as tx:
+            return await tx.timeline(incident_id)

@@ -1,0 +1,109 @@
+"""What the service needs from the outside world, as protocols (the store implements them)."""
+
+from __future__ import annotations
+
+import enum
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from bot.domain.incident import Event, Incident
+from bot.domain.timeline import TimelineEntry
+
+
+@dataclass
+class SlackRefs:
+    """Where an incident lives in Slack, as Slack reported it (ids and message timestamps)."""
+
+    origin_channel_id: str | None = None
+    channel_id: str | None = None
+    channel_name: str | None = None
+    alert_ts: str | None = None
+    announce_channel_id: str | None = None
+    announce_ts: str | None = None
+
+
+@dataclass
+class IncidentRecord:
+    incident: Incident
+    slack: SlackRefs = field(default_factory=SlackRefs)
+
+
+class JobKind(enum.StrEnum):
+    """Slack work recorded with the state change that causes it, done later by the worker."""
+
+    CREATE_CHANNEL = "create_channel"  # conversations.create (+ name_taken suffixes)
+    INVITE = "invite"  # conversations.invite {users}
+    POST_ALERT = "post_alert"  # the alert in the incident channel, then the topic
+    ANNOUNCE = "announce"  # the alert in the announcement channel
+    SYNC = "sync"  # re-render the alert messages and the topic from the current state
+    POST = "post"  # a message {template, data, to: [channel|announce]}
+    RESPOND = "respond"  # a follow-up to a response_url {url, template, data}
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    kind: JobKind
+    incident_id: str | None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: JobKind
+    incident_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    result: dict[str, Any] = field(default_factory=dict)  # steps done so far, kept on retry
+
+
+class Tx(Protocol):
+    """One transaction: everything written through it commits together or not at all."""
+
+    async def next_sequence(self, day: date) -> int: ...
+    async def add_incident(self, record: IncidentRecord) -> None: ...
+    async def get(self, incident_id: str, *, lock: bool = False) -> IncidentRecord | None: ...
+    async def by_channel(self, channel_id: str, *, lock: bool = False) -> IncidentRecord | None: ...
+    async def save(self, incident: Incident) -> None: ...
+    async def set_slack_refs(self, incident_id: str, **refs: str | None) -> None: ...
+    async def add_events(self, incident_id: str, events: list[Event]) -> None: ...
+    async def timeline(self, incident_id: str) -> list[TimelineEntry]: ...
+    async def open_incidents(self) -> list[IncidentRecord]: ...
+    async def enqueue(self, jobs: list[NewJob], *, now: datetime) -> None: ...
+    async def claim_jobs(
+        self, *, now: datetime, worker: str, limit: int, lease_seconds: int
+    ) -> list[Job]: ...
+    async def finish_job(self, job_id: int, *, now: datetime, result: dict[str, Any]) -> None: ...
+    async def retry_job(
+        self, job_id: int, *, run_after: datetime, error: str, result: dict[str, Any] | None
+    ) -> None: ...
+    async def fail_job(self, job_id: int, *, now: datetime, error: str) -> None: ...
+    async def save_job_result(self, job_id: int, result: dict[str, Any]) -> None: ...
+    async def next_job_due(self) -> datetime | None: ...
+    async def pending_job_count(self) -> int: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    async def ping(self) -> bool: ...
+
+
+class JobRetry(Exception):
+    """Transient failure (429, 5xx, network): run the job again after `after` seconds."""
+
+    def __init__(self, error: str, *, after: float | None = None) -> None:
+        super().__init__(error)
+        self.after = after
+
+
+class JobFailed(Exception):
+    """Permanent failure: retrying cannot help (a refused scope, an unknown channel)."""

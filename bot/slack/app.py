@@ -1,0 +1,295 @@
+"""The Bolt app: listeners that acknowledge, parse, call the service and render.
+
+Listeners run before the HTTP response (`process_before_response=True`), so they do only
+fast work: parse, one short database transaction, the reply. Anything that talks to Slack
+(opening a modal, an ephemeral follow-up) runs in a background task after the
+acknowledgement; everything durable goes through the service's job outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.domain.errors import DomainError
+from bot.service.incidents import IncidentService, Outcome, snapshot
+from bot.slack import blocks, commands, texts
+from bot.slack.blocks import Action, Modal
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = (
+    "Something went wrong on the bot's side and it was logged. Nothing was lost that the "
+    "bot had confirmed; try the command again."
+)
+
+
+@dataclass
+class Identity:
+    """Who the bot is in the workspace; learned from auth.test when Slack answers."""
+
+    token: str
+    team_id: str | None = None
+    bot_user_id: str | None = None
+    bot_id: str | None = None
+
+    async def learn(self, client: AsyncWebClient) -> None:
+        try:
+            response = await client.auth_test()
+        except Exception as exc:  # Slack unreachable at start-up: requests still work
+            log.warning("auth.test failed (%s); the bot's identity is learned later", exc)
+            return
+        self.team_id = response.get("team_id")
+        self.bot_user_id = response.get("user_id")
+        self.bot_id = response.get("bot_id")
+
+
+class Background:
+    """Tasks that run after the acknowledgement; failures are logged, never lost silently."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, what: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work failed: %s", what)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    async def wait(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self.wait(), timeout=10)
+
+
+def _value(values: dict[str, Any], block: str) -> str:
+    element = (values.get(block) or {}).get("value") or {}
+    if element.get("selected_option"):
+        return str(element["selected_option"].get("value") or "")
+    return str(element.get("value") or "")
+
+
+def build_app(
+    *,
+    service: IncidentService,
+    client: AsyncWebClient,
+    signing_secret: str,
+    identity: Identity,
+    background: Background,
+) -> AsyncApp:
+    async def authorize(**_: Any) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=None,
+            team_id=identity.team_id,
+            bot_token=identity.token,
+            bot_user_id=identity.bot_user_id,
+            bot_id=identity.bot_id,
+        )
+
+    app = AsyncApp(
+        client=client,
+        signing_secret=signing_secret,
+        authorize=authorize,
+        process_before_response=True,
+        raise_error_for_unhandled_request=False,
+    )
+    policy = service.policy
+
+    def follow_up(respond: AsyncRespond, text: str, *, what: str) -> None:
+        background.spawn(
+            respond(text=text, response_type="ephemeral", replace_original=False), what=what
+        )
+
+    def open_view(trigger_id: str, view: dict[str, Any], respond: AsyncRespond | None) -> None:
+        async def run() -> None:
+            try:
+                await client.views_open(trigger_id=trigger_id, view=view)
+            except SlackApiError as exc:
+                log.warning("views.open failed: %s", exc.response.get("error"))
+                if respond is not None:
+                    await respond(
+                        text=f"Could not open the form ({exc.response.get('error')}). "
+                        "Write the command with its text instead, e.g. "
+                        "`/incident update <text>`.",
+                        response_type="ephemeral",
+                        replace_original=False,
+                    )
+
+        background.spawn(run(), what="views.open")
+
+    # ---- /incident ---------------------------------------------------------------------
+    @app.command("/incident")
+    async def on_command(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        ctx = commands.Context(
+            service=service,
+            user=body["user_id"],
+            channel=body["channel_id"],
+            response_url=body.get("response_url"),
+            trigger_id=body.get("trigger_id"),
+        )
+        try:
+            reply = await commands.handle(body.get("text") or "", ctx)
+        except DomainError as error:
+            await ack(response_type="ephemeral", text=texts.escape_error(str(error)))
+            return
+        except Exception:
+            log.exception("/incident %r failed", (body.get("text") or "")[:40])
+            await ack(response_type="ephemeral", text=INTERNAL_ERROR)
+            return
+        if reply.view is not None and ctx.trigger_id:
+            await ack()
+            open_view(ctx.trigger_id, reply.view, respond)
+            return
+        await ack(**reply.body())
+
+    # ---- buttons -----------------------------------------------------------------------
+    async def run_button(
+        respond: AsyncRespond, what: str, call: Callable[[], Awaitable[Outcome]]
+    ) -> None:
+        try:
+            outcome = await call()
+        except DomainError as error:
+            follow_up(respond, texts.escape_error(str(error)), what=what)
+            return
+        except Exception:
+            log.exception("button %s failed", what)
+            follow_up(respond, INTERNAL_ERROR, what=what)
+            return
+        follow_up(respond, commands.confirm(outcome), what=what)
+
+    def clicked(body: dict[str, Any]) -> tuple[str, str]:
+        return body["user"]["id"], str(body["actions"][0].get("value") or "")
+
+    @app.action(Action.ACK)
+    async def on_ack(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, incident_id = clicked(body)
+        await run_button(
+            respond, "ack", lambda: service.acknowledge(by=user, incident_id=incident_id)
+        )
+
+    @app.action(Action.COMMAND)
+    async def on_command_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, incident_id = clicked(body)
+        await run_button(
+            respond, "take command", lambda: service.take_command(by=user, incident_id=incident_id)
+        )
+
+    @app.action(Action.ESCALATE)
+    async def on_escalate(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, incident_id = clicked(body)
+        await run_button(
+            respond, "escalate", lambda: service.escalate(by=user, incident_id=incident_id)
+        )
+
+    async def open_form(
+        body: dict[str, Any],
+        respond: AsyncRespond,
+        render: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        _, incident_id = clicked(body)
+        try:
+            record = await service.find(incident_id=incident_id)
+        except DomainError as error:
+            follow_up(respond, texts.escape_error(str(error)), what="open form")
+            return
+        if not record.incident.is_open:
+            follow_up(respond, f"{record.incident.id} is already resolved.", what="open form")
+            return
+        open_view(body["trigger_id"], render(snapshot(record.incident, policy)), respond)
+
+    @app.action(Action.UPDATE)
+    @app.action(Action.NUDGE_UPDATE)
+    async def on_update_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await open_form(body, respond, lambda state: blocks.update_modal(state, policy))
+
+    @app.action(Action.RESOLVE)
+    async def on_resolve_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await open_form(body, respond, blocks.resolve_modal)
+
+    # ---- modals ------------------------------------------------------------------------
+    @app.view(Modal.DECLARE)
+    async def on_declare(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        try:
+            origin = json.loads(view.get("private_metadata") or "{}")
+        except ValueError:
+            origin = {}
+        services = [s for s in _value(values, "services").split(",") if s.strip()]
+        try:
+            await service.declare(
+                severity=_value(values, "severity"),
+                title=commands.plain(_value(values, "title")),
+                by=body["user"]["id"],
+                origin_channel_id=origin.get("channel"),
+                response_url=origin.get("response_url"),
+                services=[commands.plain(s) for s in services],
+                impact=commands.plain(_value(values, "impact")),
+            )
+        except DomainError as error:
+            field = "severity" if "severity" in str(error) else "title"
+            await ack(response_action="errors", errors={field: str(error)})
+            return
+        await ack()
+
+    @app.view(Modal.UPDATE)
+    async def on_update(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        try:
+            await service.post_update(
+                by=body["user"]["id"],
+                incident_id=view.get("private_metadata") or "",
+                text=commands.plain(_value(values, "text")),
+                status=_value(values, "status") or None,
+                next_steps=commands.plain(_value(values, "next_steps")),
+            )
+        except DomainError as error:
+            await ack(response_action="errors", errors={"text": str(error)})
+            return
+        await ack()
+
+    @app.view(Modal.RESOLVE)
+    async def on_resolve(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        try:
+            await service.resolve(
+                by=body["user"]["id"],
+                incident_id=view.get("private_metadata") or "",
+                summary=commands.plain(_value(values, "summary")),
+                root_cause=commands.plain(_value(values, "root_cause")),
+            )
+        except DomainError as error:
+            await ack(response_action="errors", errors={"summary": str(error)})
+            return
+        await ack()
+
+    # ---- events ------------------------------------------------------------------------
+    @app.event("app_home_opened")
+    async def on_home(ack: AsyncAck) -> None:
+        await ack()
+
+    return app

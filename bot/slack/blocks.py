@@ -1,0 +1,447 @@
+"""Block Kit, in one home: pure functions from incident state to messages and modals.
+
+Blocks are built with `slack_sdk.models.blocks`, whose `to_dict()` checks Slack's limits;
+user text is escaped and clipped to the limits before it gets there.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.views import View
+
+from bot.domain.policy import Policy
+from bot.domain.timeline import TimelineEntry, describe
+from bot.slack import texts
+from bot.slack.texts import clip, escape, mention, mentions, when
+
+MAX_BLOCKS = 50
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+HEADER_MAX = 150
+
+
+class Action(enum.StrEnum):
+    """action_id of every button; shared by the renderer and the listeners."""
+
+    ACK = "incident_ack"
+    COMMAND = "incident_command"
+    UPDATE = "incident_update"
+    ESCALATE = "incident_escalate"
+    RESOLVE = "incident_resolve"
+    NUDGE_UPDATE = "nudge_update"
+    NUDGE_SNOOZE = "nudge_snooze"
+
+
+class Modal(enum.StrEnum):
+    """callback_id of every modal."""
+
+    DECLARE = "incident_declare"
+    UPDATE = "incident_update_modal"
+    RESOLVE = "incident_resolve_modal"
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _dicts(blocks: list[Block]) -> list[dict[str, Any]]:
+    rendered = [block.to_dict() for block in blocks]
+    if len(rendered) > MAX_BLOCKS:
+        raise ValueError(f"{len(rendered)} blocks, Slack takes {MAX_BLOCKS}")
+    return rendered
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=clip(text, SECTION_MAX))
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=_md(text))
+
+
+def _fields(pairs: list[tuple[str, str]]) -> SectionBlock:
+    return SectionBlock(
+        fields=[MarkdownTextObject(text=clip(f"*{k}*\n{v}", FIELD_MAX)) for k, v in pairs[:10]]
+    )
+
+
+def _context(text: str) -> ContextBlock:
+    return ContextBlock(elements=[_md(text)])
+
+
+def _header(text: str) -> HeaderBlock:
+    return HeaderBlock(text=PlainTextObject(text=clip(text, HEADER_MAX), emoji=True))
+
+
+def _drill(state: dict[str, Any]) -> str:
+    return f"{texts.DRILL_MARK} · " if state.get("drill") else ""
+
+
+def _title(state: dict[str, Any]) -> str:
+    return escape(str(state.get("title", "")))
+
+
+def _services(state: dict[str, Any]) -> str:
+    return escape(", ".join(state.get("services") or [])) or "_not given_"
+
+
+# ---- the alert -----------------------------------------------------------------------------
+def alert(
+    state: dict[str, Any],
+    *,
+    channel_id: str | None,
+    paging: list[str],
+) -> Message:
+    """🚨 INCIDENT ALERT (the seeds' template), edited in place as the incident changes."""
+    severity = state["severity"]
+    resolved = state["status"] == "resolved"
+    head = "✅ INCIDENT RESOLVED" if resolved else "🚨 INCIDENT ALERT"
+    blocks: list[Block] = [
+        _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}{head} - {severity}"),
+        _section(f"*{_title(state)}*"),
+        _fields(
+            [
+                ("Incident", state["id"]),
+                ("Severity", f"{severity} · {escape(state.get('severity_description') or '')}"),
+                ("Status", str(state["status"]).capitalize()),
+                ("Time", when(_time(state.get("declared_at")))),
+                ("Services Affected", _services(state)),
+                ("Impact", escape(state.get("impact") or "") or "_being assessed_"),
+                ("Incident Commander", mention(state.get("commander"))),
+                ("Channel", f"<#{channel_id}>" if channel_id else "_being created_"),
+                ("Next Update", when(_time(state.get("next_update_at")))),
+                (
+                    "Acknowledged",
+                    f"{mention(state['acknowledged_by'])} {when(_time(state['acknowledged_at']))}"
+                    if state.get("acknowledged_by")
+                    else "_not yet_",
+                ),
+            ]
+        ),
+    ]
+    if resolved:
+        blocks.append(
+            _context(
+                f"Resolved {when(_time(state.get('resolved_at')))}: "
+                f"{escape(state.get('resolution_summary') or '')}"
+            )
+        )
+    else:
+        blocks.append(
+            _context(f"Paging: {mentions(paging)}" if paging else f"⚠️ {texts.NO_TARGETS}")
+        )
+        blocks.append(alert_buttons(state["id"]))
+    fallback = f"{_drill(state)}{head} - {severity}: {clip(_title(state), 200)} ({state['id']})"
+    if paging and not resolved:
+        fallback += f" · {mentions(paging)}"
+    return Message(fallback, _dicts(blocks))
+
+
+def alert_buttons(incident_id: str) -> ActionsBlock:
+    def button(label: str, action: Action, style: str | None = None) -> ButtonElement:
+        return ButtonElement(text=label, action_id=action, value=incident_id, style=style)
+
+    return ActionsBlock(
+        block_id="incident_actions",
+        elements=[
+            button("Acknowledge", Action.ACK, "primary"),
+            button("Take command", Action.COMMAND),
+            button("Post update", Action.UPDATE),
+            button("Escalate", Action.ESCALATE, "danger"),
+            button("Resolve", Action.RESOLVE),
+        ],
+    )
+
+
+def topic(state: dict[str, Any]) -> str:
+    parts = [
+        "DRILL" if state.get("drill") else "",
+        state["severity"],
+        str(state["status"]),
+        f"IC: {mention(state['commander'])}" if state.get("commander") else "IC: unassigned",
+        state["id"],
+    ]
+    return clip(" | ".join(p for p in parts if p), 250)
+
+
+# ---- messages posted as the incident moves ---------------------------------------------------
+def update_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    severity = state["severity"]
+    blocks: list[Block] = [
+        _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}📊 INCIDENT UPDATE - {severity}"),
+        _fields(
+            [
+                ("Incident", f"{state['id']}: {clip(_title(state), 150)}"),
+                ("Time", when(_time(event.get("at")))),
+                ("Severity", severity),
+                ("Status", str(event.get("status") or state["status"]).capitalize()),
+                ("Services Affected", _services(state)),
+                ("Next Update", when(_time(state.get("next_update_at")))),
+            ]
+        ),
+        _section(f"*Actions taken*\n{escape(event.get('text', ''))}"),
+    ]
+    if event.get("next_steps"):
+        blocks.append(_section(f"*Next steps*\n{escape(event['next_steps'])}"))
+    blocks.append(_context(f"Posted by {mention(event.get('actor'))}"))
+    fallback = (
+        f"{_drill(state)}📊 INCIDENT UPDATE - {severity} ({state['id']}): "
+        f"{clip(escape(event.get('text', '')), 300)}"
+    )
+    return Message(fallback, _dicts(blocks))
+
+
+_TBD = "_to be determined in the post-mortem_"
+
+
+def resolution_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    severity = state["severity"]
+    duration = texts.duration_text(int(event.get("seconds", 0)))
+    blocks: list[Block] = [
+        _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}✅ INCIDENT RESOLVED - {severity}"),
+        _section(f"*{_title(state)}*"),
+        _fields(
+            [
+                ("Incident", state["id"]),
+                ("Resolved", when(_time(event.get("at")))),
+                ("Duration", duration),
+                ("Services Affected", _services(state)),
+                ("Incident Commander", mention(state.get("commander"))),
+                ("Resolved by", mention(event.get("actor"))),
+            ]
+        ),
+        _section(f"*Resolution*\n{escape(event.get('summary', ''))}"),
+        _section(f"*Root cause*\n{escape(event.get('root_cause') or '') or _TBD}"),
+    ]
+    fallback = (
+        f"{_drill(state)}✅ INCIDENT RESOLVED - {severity} ({state['id']}) after {duration}: "
+        f"{clip(escape(event.get('summary', '')), 300)}"
+    )
+    return Message(fallback, _dicts(blocks))
+
+
+def _line(state: dict[str, Any], text: str) -> Message:
+    fallback = f"{_drill(state)}{state['id']}: {text}"
+    return Message(fallback, _dicts([_section(text), _context(f"{_drill(state)}{state['id']}")]))
+
+
+def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -> Message:
+    """The message a timeline event posts (`template` is the event kind)."""
+    actor = mention(event.get("actor"))
+    match template:
+        case "update_posted":
+            return update_message(state, event)
+        case "resolved":
+            return resolution_message(state, event)
+        case "acknowledged":
+            waited = texts.duration_text(int(event.get("seconds", 0)))
+            return _line(
+                state, f"👀 {actor} acknowledged the incident ({waited} after declaration)."
+            )
+        case "commander_changed":
+            if event.get("commander") == event.get("actor"):
+                return _line(state, f"🧑‍✈️ {actor} is now the incident commander.")
+            return _line(
+                state, f"🧑‍✈️ {actor} handed incident command to {mention(event.get('commander'))}."
+            )
+        case "role_assigned":
+            role = escape(str(event.get("role", "")).replace("_", " "))
+            return _line(state, f"🎭 {actor} assigned *{role}* to {mention(event.get('user'))}.")
+        case "status_changed":
+            return _line(
+                state,
+                f"🔄 {actor} changed the status: {event.get('previous')} → "
+                f"*{event.get('status')}*.",
+            )
+        case "severity_changed":
+            return _line(
+                state,
+                f"⚠️ {actor} changed the severity: {event.get('previous')} → "
+                f"*{event.get('severity')}*. The clocks follow the new severity.",
+            )
+        case "note_added":
+            return _line(state, f"📝 Note from {actor}: {escape(event.get('text', ''))}")
+        case "escalated":
+            targets = list(event.get("notify") or [])
+            who = mentions(targets) if targets else f"nobody ({texts.NO_TARGETS})"
+            reason = f" Reason: {escape(event['reason'])}" if event.get("reason") else ""
+            how = (
+                f"{actor} escalated" if event.get("manual") else "⏰ Nobody acknowledged: escalated"
+            )
+            return _line(state, f"📣 {how} to level {event.get('level')}: {who}.{reason}")
+    return _line(state, escape(str(event.get("text", template))))
+
+
+# ---- replies -------------------------------------------------------------------------------
+def incident_list(rows: list[dict[str, Any]]) -> Message:
+    if not rows:
+        return Message("No open incidents. 🎉")
+    lines = [
+        f"{'🧪 ' if r.get('drill') else ''}*{r['severity']}* {r['id']} "
+        f"{('<#' + r['channel_id'] + '>') if r.get('channel_id') else ''} "
+        f"{clip(escape(r['title']), 120)} · {r['status']} · IC {mention(r.get('commander'))}"
+        for r in rows
+    ]
+    blocks: list[Block] = [_header(f"Open incidents ({len(rows)})")]
+    for start in range(0, len(lines), 20):
+        blocks.append(_section("\n".join(lines[start : start + 20])))
+    return Message(f"{len(rows)} open incident(s)", _dicts(blocks[:MAX_BLOCKS]))
+
+
+def timeline_message(incident_id: str, entries: list[TimelineEntry]) -> Message:
+    lines = [
+        f"{when(entry.at, fmt='{time}')} {describe(entry, mention=mention, quote=escape)}"
+        for entry in entries
+    ]
+    blocks: list[Block] = [_header(f"Timeline of {incident_id}")]
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > SECTION_MAX - 10:
+            blocks.append(_section("\n".join(chunk)))
+            chunk = []
+        chunk.append(clip(line, SECTION_MAX - 10))
+    if chunk:
+        blocks.append(_section("\n".join(chunk)))
+    if len(blocks) > MAX_BLOCKS:
+        blocks = [*blocks[: MAX_BLOCKS - 1], _context("… the timeline is longer than one message.")]
+    return Message(f"Timeline of {incident_id}: {len(entries)} entries", _dicts(blocks))
+
+
+# ---- modals --------------------------------------------------------------------------------
+def _option(text: str, value: str) -> Option:
+    return Option(text=PlainTextObject(text=clip(text, 75)), value=value)
+
+
+def declare_modal(policy: Policy, *, private_metadata: str) -> dict[str, Any]:
+    """The declare form; `private_metadata` carries where it was opened from."""
+    severities = [
+        _option(f"{s.name}: {s.description}" if s.description else s.name, s.name)
+        for s in policy.severities
+    ]
+    view = View(
+        type="modal",
+        callback_id=Modal.DECLARE,
+        private_metadata=private_metadata,
+        title=PlainTextObject(text="Declare an incident"),
+        submit=PlainTextObject(text="Declare"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            InputBlock(
+                block_id="severity",
+                label="Severity",
+                element=StaticSelectElement(
+                    action_id="value", options=severities, initial_option=severities[0]
+                ),
+            ),
+            InputBlock(
+                block_id="title",
+                label="Title",
+                element=PlainTextInputElement(
+                    action_id="value", max_length=500, placeholder="payment processing down"
+                ),
+            ),
+            InputBlock(
+                block_id="services",
+                label="Services affected (comma-separated)",
+                optional=True,
+                element=PlainTextInputElement(action_id="value", max_length=500),
+            ),
+            InputBlock(
+                block_id="impact",
+                label="Impact",
+                optional=True,
+                element=PlainTextInputElement(action_id="value", multiline=True, max_length=2000),
+            ),
+        ],
+    )
+    return view.to_dict()
+
+
+def update_modal(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    statuses = [_option(s.capitalize(), s) for s in policy.open_statuses]
+    current = next((o for o in statuses if o.value == state["status"]), statuses[0])
+    view = View(
+        type="modal",
+        callback_id=Modal.UPDATE,
+        private_metadata=state["id"],
+        title=PlainTextObject(text="Post an update"),
+        submit=PlainTextObject(text="Post"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            _context(f"*{state['id']}* · {state['severity']} · {clip(_title(state), 200)}"),
+            InputBlock(
+                block_id="status",
+                label="Status",
+                element=StaticSelectElement(
+                    action_id="value", options=statuses, initial_option=current
+                ),
+            ),
+            InputBlock(
+                block_id="text",
+                label="What happened, what was done",
+                element=PlainTextInputElement(action_id="value", multiline=True, max_length=2900),
+            ),
+            InputBlock(
+                block_id="next_steps",
+                label="Next steps",
+                optional=True,
+                element=PlainTextInputElement(action_id="value", multiline=True, max_length=2000),
+            ),
+        ],
+    )
+    return view.to_dict()
+
+
+def resolve_modal(state: dict[str, Any]) -> dict[str, Any]:
+    view = View(
+        type="modal",
+        callback_id=Modal.RESOLVE,
+        private_metadata=state["id"],
+        title=PlainTextObject(text="Resolve the incident"),
+        submit=PlainTextObject(text="Resolve"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            _context(f"*{state['id']}* · {state['severity']} · {clip(_title(state), 200)}"),
+            InputBlock(
+                block_id="summary",
+                label="Resolution summary",
+                element=PlainTextInputElement(action_id="value", multiline=True, max_length=2900),
+            ),
+            InputBlock(
+                block_id="root_cause",
+                label="Root cause",
+                optional=True,
+                element=PlainTextInputElement(action_id="value", multiline=True, max_length=2900),
+            ),
+        ],
+    )
+    return view.to_dict()
+
+
+def divider() -> dict[str, Any]:
+    return DividerBlock().to_dict()

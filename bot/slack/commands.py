@@ -1,0 +1,223 @@
+"""`/incident …`: the grammar of DESIGN §1, parsed into service calls. Returns what to reply."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.domain.errors import InvalidCommand
+from bot.domain.incident import EventKind
+from bot.domain.naming import channel_name
+from bot.service.incidents import IncidentService, Outcome, snapshot
+from bot.slack import blocks, texts
+from bot.slack.texts import mention
+
+_USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+_LABELLED = re.compile(r"<([@#])([UWC][A-Z0-9]+)\|([^>]+)>")
+
+IN_CHANNEL = frozenset(
+    {"ack", "update", "status", "sev", "severity", "ic", "commander", "role", "note"}
+    | {"escalate", "resolve", "timeline"}
+)
+LATER = {
+    "postmortem": "building the post-mortem draft",
+    "action": "action items",
+    "snooze": "snoozing update nudges",
+    "stats": "incident statistics",
+    "drill": "practice incidents (drills)",
+}
+
+
+@dataclass
+class Reply:
+    """What the listener acknowledges with, and any modal to open afterwards."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    in_channel: bool = False
+    view: dict[str, Any] | None = None
+
+    def body(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "response_type": "in_channel" if self.in_channel else "ephemeral",
+            "text": self.text,
+        }
+        if self.blocks:
+            payload["blocks"] = self.blocks
+        return payload
+
+
+@dataclass
+class Context:
+    service: IncidentService
+    user: str
+    channel: str
+    response_url: str | None = None
+    trigger_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def plain(text: str) -> str:
+    """Text as the user typed it: Slack's entity escaping undone, labelled mentions shown
+    by their label (`<@U1|alice>` → `@alice`). Everything is escaped again on output."""
+    unescaped = html.unescape(text) if "&" in text else text
+    return _LABELLED.sub(lambda m: f"{m.group(1)}{m.group(3)}", unescaped).strip()
+
+
+def user_id(word: str) -> str:
+    match = _USER.match(word.strip())
+    if not match:
+        raise InvalidCommand(
+            f"`{word}` is not a person. Mention them with @ (e.g. `@alice`) "
+            "so that Slack sends their id."
+        )
+    return match.group(1)
+
+
+def split(text: str) -> tuple[str, str]:
+    parts = text.strip().split(None, 1)
+    if not parts:
+        return "", ""
+    return parts[0].lower(), parts[1] if len(parts) > 1 else ""
+
+
+def confirm(outcome: Outcome) -> str:
+    """One ephemeral line telling the user what their command did."""
+    incident = outcome.incident
+    kinds = [event.kind for event in outcome.events]
+    if EventKind.RESOLVED in kinds:
+        return f"✅ {incident.id} resolved. The resolution is posted in the channel."
+    if EventKind.UPDATE_POSTED in kinds:
+        return f"📊 Update posted for {incident.id}."
+    if EventKind.COMMANDER_CHANGED in kinds:
+        return f"🧑‍✈️ {mention(incident.commander)} is the incident commander of {incident.id}."
+    if EventKind.ACKNOWLEDGED in kinds:
+        return f"👀 {incident.id} acknowledged. Escalation stopped."
+    if EventKind.ESCALATED in kinds:
+        return f"📣 {incident.id} escalated to level {incident.escalation_level + 1}."
+    if EventKind.SEVERITY_CHANGED in kinds:
+        return f"⚠️ {incident.id} is now {incident.severity}."
+    if EventKind.STATUS_CHANGED in kinds:
+        return f"🔄 {incident.id} is now {incident.status}."
+    if EventKind.ROLE_ASSIGNED in kinds:
+        return f"🎭 Role assigned on {incident.id}."
+    if EventKind.NOTE_ADDED in kinds:
+        return f"📝 Note added to the timeline of {incident.id}."
+    return "Done."
+
+
+async def handle(text: str, ctx: Context) -> Reply:
+    """Run `/incident <text>` for `ctx.user` in `ctx.channel`."""
+    service, policy = ctx.service, ctx.service.policy
+    word, raw = split(text)
+    # `ic` and `role` need the raw mention (`<@U1|alice>`) to find the person's id.
+    rest = raw.strip() if word in ("ic", "commander", "role") else plain(raw)
+    if not word:
+        metadata = json.dumps({"channel": ctx.channel, "response_url": ctx.response_url})
+        return Reply(
+            "Opening the declare form…",
+            view=blocks.declare_modal(policy, private_metadata=metadata),
+        )
+    if word == "help":
+        return Reply(texts.help_text(policy))
+    if word == "list":
+        records = await service.open_incidents()
+        rows = [
+            {
+                **snapshot(r.incident, policy),
+                "channel_id": r.slack.channel_id,
+            }
+            for r in records
+        ]
+        message = blocks.incident_list(rows)
+        return Reply(message.text, message.blocks)
+    if word in LATER:
+        return Reply(f"`/incident {word}` ({LATER[word]}) is not available in this version yet.")
+    if policy.severity(word) is not None:
+        title = rest
+        if not title.strip():
+            raise InvalidCommand(f"The title is empty. {texts.usage_declare(policy)}")
+        outcome = await service.declare(
+            severity=word,
+            title=title,
+            by=ctx.user,
+            origin_channel_id=ctx.channel,
+            response_url=ctx.response_url,
+        )
+        incident = outcome.incident
+        return Reply(
+            texts.declared(
+                incident.id,
+                incident.severity,
+                incident.title,
+                channel_name(incident.id, incident.title, drill=incident.drill),
+            )
+        )
+    if word not in IN_CHANNEL:
+        raise InvalidCommand(texts.unknown_subcommand(word, policy))
+    return await _in_channel(word, rest, ctx)
+
+
+async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
+    service, policy, by, channel = ctx.service, ctx.service.policy, ctx.user, ctx.channel
+    outcome: Outcome
+    match word:
+        case "ack":
+            outcome = await service.acknowledge(by=by, channel_id=channel)
+        case "update":
+            if not rest:
+                record = await service.find(channel_id=channel)
+                view = blocks.update_modal(snapshot(record.incident, policy), policy)
+                return Reply("Opening the update form…", view=view)
+            outcome = await service.post_update(by=by, text=rest, channel_id=channel)
+        case "status":
+            if not rest:
+                raise InvalidCommand(
+                    f"Write `/incident status <state>`: {' | '.join(policy.open_statuses)}."
+                )
+            outcome = await service.set_status(by=by, status=rest.split()[0], channel_id=channel)
+        case "sev" | "severity":
+            if not rest:
+                raise InvalidCommand(
+                    f"Write `/incident sev <severity>`: {policy.severity_words()}."
+                )
+            outcome = await service.change_severity(
+                by=by, severity=rest.split()[0], channel_id=channel
+            )
+        case "ic" | "commander":
+            target = user_id(rest.split()[0]) if rest else None
+            outcome = await service.take_command(by=by, user=target, channel_id=channel)
+        case "role":
+            parts = rest.split()
+            if len(parts) != 2:
+                raise InvalidCommand(
+                    f"Write `/incident role <role> @user`; roles: {', '.join(policy.roles)}."
+                )
+            outcome = await service.assign_role(
+                by=by, role=plain(parts[0]), user=user_id(parts[1]), channel_id=channel
+            )
+        case "note":
+            if not rest:
+                raise InvalidCommand("Write `/incident note <text>`.")
+            outcome = await service.add_note(by=by, text=rest, channel_id=channel)
+        case "escalate":
+            outcome = await service.escalate(by=by, reason=rest, channel_id=channel)
+        case "resolve":
+            if not rest:
+                record = await service.find(channel_id=channel)
+                if not record.incident.is_open:
+                    raise InvalidCommand(f"{record.incident.id} is already resolved.")
+                view = blocks.resolve_modal(snapshot(record.incident, policy))
+                return Reply("Opening the resolve form…", view=view)
+            outcome = await service.resolve(by=by, summary=rest, channel_id=channel)
+        case "timeline":
+            record = await service.find(channel_id=channel)
+            entries = await service.timeline(record.incident.id)
+            message = blocks.timeline_message(record.incident.id, entries)
+            return Reply(message.text, message.blocks)
+        case _:
+            raise InvalidCommand(texts.unknown_subcommand(word, policy))
+    return Reply(confirm(outcome))

@@ -1,0 +1,353 @@
+"""Carries out the Slack jobs the service recorded, idempotently.
+
+What Slack returns (channel id, message ts) is written back at once, so a job run again
+after a crash or a retry picks up where it stopped instead of doing a step twice. Messages
+carry the job id in their metadata: a retried post first looks for its own message in the
+channel's recent history, so a post whose answer was lost is not posted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.domain.naming import channel_name
+from bot.domain.policy import Policy
+from bot.service.incidents import ANNOUNCE, CHANNEL, snapshot
+from bot.service.ports import IncidentRecord, Job, JobFailed, JobKind, JobRetry, Store
+from bot.slack import blocks, texts
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = {
+    "ratelimited",
+    "fatal_error",
+    "internal_error",
+    "service_unavailable",
+    "request_timeout",
+    "team_added_to_org",
+}
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{6,}$")
+METADATA_EVENT = "incident_bot_message"
+
+
+def classify(exc: Exception) -> Exception:
+    """Turn a Slack or network error into JobRetry (transient) or JobFailed (permanent)."""
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        error = str(exc.response.get("error") or f"HTTP {status}")
+        if status == 429:
+            header = exc.response.headers.get("Retry-After") or exc.response.headers.get(
+                "retry-after"
+            )
+            after = float(header[0] if isinstance(header, list) else header or 1)
+            return JobRetry(f"rate limited ({error})", after=after)
+        if status >= 500 or error in _TRANSIENT:
+            return JobRetry(error)
+        return JobFailed(error)
+    if isinstance(exc, aiohttp.ClientError | TimeoutError | asyncio.TimeoutError | OSError):
+        return JobRetry(f"network: {type(exc).__name__}: {exc}")
+    return exc
+
+
+class SlackExecutor:
+    def __init__(self, *, client: AsyncWebClient, store: Store, policy: Policy) -> None:
+        self.client = client
+        self.store = store
+        self.policy = policy
+        self._announce_id: str | None = None
+        self._topics: dict[str, str] = {}
+
+    async def __call__(self, job: Job) -> dict[str, Any]:
+        try:
+            return await self._dispatch(job)
+        except (JobRetry, JobFailed):
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    async def _dispatch(self, job: Job) -> dict[str, Any]:
+        record = await self._record(job)
+        match job.kind:
+            case JobKind.CREATE_CHANNEL:
+                return await self._create_channel(job, record)
+            case JobKind.INVITE:
+                return await self._invite(job, record)
+            case JobKind.POST_ALERT:
+                return await self._post_alert(job, record)
+            case JobKind.ANNOUNCE:
+                return await self._announce(job, record)
+            case JobKind.SYNC:
+                return await self._sync(record)
+            case JobKind.POST:
+                return await self._post(job, record)
+            case JobKind.RESPOND:
+                return await self._respond(job, record)
+        raise JobFailed(f"unknown job kind {job.kind}")
+
+    async def _record(self, job: Job) -> IncidentRecord:
+        if job.incident_id is None:
+            raise JobFailed("job without an incident")
+        async with self.store.transaction() as tx:
+            record = await tx.get(job.incident_id)
+        if record is None:
+            raise JobFailed(f"incident {job.incident_id} does not exist")
+        return record
+
+    async def _save_refs(self, incident_id: str, **refs: str | None) -> None:
+        async with self.store.transaction() as tx:
+            await tx.set_slack_refs(incident_id, **refs)
+
+    def _paging(self, record: IncidentRecord) -> list[str]:
+        """Who the alert pages: level one of the chain plus those told at declaration."""
+        severity = self.policy.get(record.incident.severity)
+        targets = list(severity.notify_on_declare)
+        if severity.escalation:
+            targets += severity.escalation[0].notify
+        return list(dict.fromkeys(targets))
+
+    def _alert(self, record: IncidentRecord) -> blocks.Message:
+        state = snapshot(record.incident, self.policy)
+        return blocks.alert(state, channel_id=record.slack.channel_id, paging=self._paging(record))
+
+    # ---- steps -------------------------------------------------------------------------
+    async def _create_channel(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        incident = record.incident
+        if record.slack.channel_id:
+            return {"channel": record.slack.channel_id, "name": record.slack.channel_name}
+        for attempt in range(50):
+            name = channel_name(incident.id, incident.title, attempt=attempt, drill=incident.drill)
+            try:
+                response = await self.client.conversations_create(name=name)
+            except SlackApiError as exc:
+                if exc.response.get("error") == "name_taken":
+                    continue
+                failure = classify(exc)
+                if isinstance(failure, JobFailed):
+                    await self._tell_declarer_failed(job, record, str(failure))
+                raise failure from exc
+            channel = response["channel"]
+            await self._save_refs(
+                incident.id, channel_id=channel["id"], channel_name=channel["name"]
+            )
+            return {"channel": channel["id"], "name": channel["name"]}
+        raise JobFailed("no free channel name after 50 suffixes")
+
+    async def _tell_declarer_failed(self, job: Job, record: IncidentRecord, error: str) -> None:
+        log.error("%s: could not create the incident channel: %s", record.incident.id, error)
+        url = job.payload.get("response_url")
+        if url:
+            text = texts.channel_failed(record.incident.id, error)
+            await AsyncWebhookClient(url=str(url), timeout=10).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+
+    def _channel(self, record: IncidentRecord) -> str:
+        if not record.slack.channel_id:
+            raise JobRetry("the incident channel does not exist yet", after=1)
+        return record.slack.channel_id
+
+    async def _invite(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        channel = self._channel(record)
+        users = [u for u in job.payload.get("users", []) if u]
+        if not users:
+            return {}
+        try:
+            await self.client.conversations_invite(channel=channel, users=",".join(users))
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error in {"already_in_channel", "cant_invite_self"}:
+                return {"invited": [], "note": error}
+            if error in {"user_not_found", "cant_invite", "user_is_restricted"}:
+                log.warning("%s: could not invite %s: %s", record.incident.id, users, error)
+                return {"invited": [], "note": error}
+            raise
+        return {"invited": users}
+
+    async def _post_once(
+        self, job: Job, *, channel: str, message: blocks.Message, step: str
+    ) -> str:
+        """Post unless an earlier run of this job already did (found by its metadata)."""
+        done = job.result.get(step)
+        if isinstance(done, str):
+            return done
+        if job.attempts > 1:
+            found = await self._find_posted(channel, job.id, step)
+            if found:
+                return found
+        response = await self.client.chat_postMessage(
+            channel=channel,
+            text=message.text,
+            blocks=message.blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata={
+                "event_type": METADATA_EVENT,
+                "event_payload": {"job": job.id, "step": step},
+            },
+        )
+        ts = str(response["ts"])
+        job.result[step] = ts
+        async with self.store.transaction() as tx:
+            await tx.save_job_result(job.id, dict(job.result))
+        return ts
+
+    async def _find_posted(self, channel: str, job_id: int, step: str) -> str | None:
+        try:
+            history = await self.client.conversations_history(
+                channel=channel, limit=100, include_all_metadata=True
+            )
+        except SlackApiError:
+            return None
+        for message in history.get("messages") or []:
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("job") == job_id and payload.get("step") == step:
+                return str(message["ts"])
+        return None
+
+    async def _post_alert(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        channel = self._channel(record)
+        if not record.slack.alert_ts:
+            ts = await self._post_once(
+                job, channel=channel, message=self._alert(record), step="alert"
+            )
+            await self._save_refs(record.incident.id, alert_ts=ts)
+            record.slack.alert_ts = ts
+        await self._set_topic(channel, record)
+        return {"alert": record.slack.alert_ts}
+
+    async def _set_topic(self, channel: str, record: IncidentRecord) -> None:
+        topic = blocks.topic(snapshot(record.incident, self.policy))
+        if self._topics.get(channel) == topic:
+            return
+        await self.client.conversations_setTopic(channel=channel, topic=topic)
+        self._topics[channel] = topic
+
+    async def announce_channel_id(self) -> str | None:
+        """The announcement channel's id (looked up by name once), joined if need be."""
+        wanted = self.policy.announce_channel
+        if not wanted:
+            return None
+        if self._announce_id:
+            return self._announce_id
+        if _CHANNEL_ID.match(wanted):
+            channel_id = wanted
+        else:
+            channel_id = None
+            cursor: str | None = None
+            while channel_id is None:
+                page = await self.client.conversations_list(
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=1000,
+                    cursor=cursor,
+                )
+                for channel in page.get("channels") or []:
+                    if channel.get("name") == wanted:
+                        channel_id = channel["id"]
+                        if not channel.get("is_member"):
+                            await self.client.conversations_join(channel=channel_id)
+                        break
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if not cursor:
+                    break
+            if channel_id is None:
+                raise JobFailed(f"announcement channel #{wanted} not found")
+        self._announce_id = channel_id
+        return channel_id
+
+    async def _announce(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        if record.slack.announce_ts:
+            return {"announce": record.slack.announce_ts}
+        try:
+            channel = await self.announce_channel_id()
+        except JobFailed as failure:
+            await self._notice(
+                record, f"⚠️ Could not post the alert to the announcement channel: {failure}."
+            )
+            raise
+        if channel is None:
+            return {}
+        try:
+            ts = await self._post_once(
+                job, channel=channel, message=self._alert(record), step="announce"
+            )
+        except SlackApiError as exc:
+            refused = classify(exc)
+            if isinstance(refused, JobFailed):
+                await self._notice(record, texts.announce_failed(str(refused)))
+            raise refused from exc
+        await self._save_refs(record.incident.id, announce_channel_id=channel, announce_ts=ts)
+        return {"announce": ts}
+
+    async def _notice(self, record: IncidentRecord, text: str) -> None:
+        if record.slack.channel_id:
+            try:
+                await self.client.chat_postMessage(channel=record.slack.channel_id, text=text)
+            except SlackApiError:
+                log.warning("%s: could not post a notice", record.incident.id, exc_info=True)
+
+    async def _sync(self, record: IncidentRecord) -> dict[str, Any]:
+        message = self._alert(record)
+        updated: dict[str, Any] = {}
+        if record.slack.channel_id and record.slack.alert_ts:
+            await self.client.chat_update(
+                channel=record.slack.channel_id,
+                ts=record.slack.alert_ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+            updated["alert"] = record.slack.alert_ts
+            await self._set_topic(record.slack.channel_id, record)
+        if record.slack.announce_channel_id and record.slack.announce_ts:
+            await self.client.chat_update(
+                channel=record.slack.announce_channel_id,
+                ts=record.slack.announce_ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+            updated["announce"] = record.slack.announce_ts
+        return updated
+
+    async def _post(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        message = blocks.event_message(
+            str(job.payload["template"]), job.payload["incident"], job.payload.get("event", {})
+        )
+        posted: dict[str, Any] = {}
+        for target in job.payload.get("to", [CHANNEL]):
+            if target == CHANNEL:
+                channel: str | None = self._channel(record)
+            elif target == ANNOUNCE:
+                channel = record.slack.announce_channel_id
+            else:
+                channel = None
+            if channel is None:
+                continue
+            posted[target] = await self._post_once(
+                job, channel=channel, message=message, step=target
+            )
+        return posted
+
+    async def _respond(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        url = str(job.payload.get("url") or "")
+        if not url:
+            return {}
+        if job.payload.get("template") == "channel_ready":
+            text = texts.channel_ready(record.incident.id, self._channel(record))
+        else:
+            text = str(job.payload.get("text", ""))
+        webhook = AsyncWebhookClient(url=url, timeout=10)
+        response = await webhook.send(text=text, response_type="ephemeral", replace_original=False)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise JobRetry(f"response_url answered {response.status_code}")
+        if response.status_code >= 400:
+            # An expired response_url (30 minutes, 5 uses) is not worth retrying.
+            return {"status": response.status_code}
+        return {"status": response.status_code}

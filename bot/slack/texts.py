@@ -1,0 +1,126 @@
+"""Every text the bot says to people, in one place. Pure functions, mrkdwn-safe.
+
+User-typed text goes through `escape` (and `mentions` renders only ids the bot trusts): a
+title of `<!channel>` shows as text and pings nobody, in blocks and in the `text` fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from bot.domain.policy import Policy, human_duration
+
+_UNSAFE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ESCAPED_USER = re.compile(r"&lt;@([UW][A-Z0-9]+)&gt;")
+
+
+def escape(text: str) -> str:
+    """Escape `&`, `<`, `>` as Slack asks, so typed text cannot form mentions or links."""
+    return text.translate(_UNSAFE)
+
+
+def escape_error(text: str) -> str:
+    """An error message for its author: everything escaped except bare user mentions."""
+    return _ESCAPED_USER.sub(r"<@\1>", escape(text))
+
+
+def mention(target: str | None) -> str:
+    """A Slack mention for a user (U…/W…) or user group (S…) id the policy or Slack gave us."""
+    if not target:
+        return "_unassigned_"
+    if target.startswith("S"):
+        return f"<!subteam^{target}>"
+    return f"<@{target}>"
+
+
+def mentions(targets: list[str]) -> str:
+    return " ".join(mention(t) for t in targets)
+
+
+def when(moment: datetime | None, *, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A time each reader sees in their own time zone, with a UTC fallback."""
+    if moment is None:
+        return "—"
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{fmt}|{fallback}>"
+
+
+def utc(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+NO_TARGETS = (
+    "No escalation targets are configured: nobody is paged. Name users and groups "
+    "in the policy file (POLICY_FILE)."
+)
+DRILL_MARK = "🧪 DRILL"
+
+
+def help_text(policy: Policy) -> str:
+    return "\n".join(
+        [
+            "*Incident bot*: run the incident procedure from Slack.",
+            f"`/incident <severity> <title>`: declare (severities: {policy.severity_words()})",
+            "`/incident`: open the declare form",
+            "`/incident list`: open incidents · `/incident help`: this text",
+            "*In an incident's channel:*",
+            "`/incident ack`: acknowledge (stops the escalation)",
+            "`/incident update <text>`: post a status update (no text: the form)",
+            f"`/incident status <state>`: {' | '.join(policy.open_statuses)}",
+            "`/incident sev <severity>`: change severity",
+            "`/incident ic [@user]`: take, or hand over, incident command",
+            f"`/incident role <role> @user`: roles: {', '.join(policy.roles)}",
+            "`/incident note <text>`: add a note to the timeline",
+            "`/incident escalate [reason]`: escalate now to the next level",
+            "`/incident resolve <summary>`: resolve (no text: the form)",
+            "`/incident timeline`: show the timeline",
+        ]
+    )
+
+
+def usage_declare(policy: Policy) -> str:
+    return (
+        "Write `/incident <severity> <title>`, e.g. `/incident sev1 payment down`. "
+        f"Severities: {policy.severity_words()}."
+    )
+
+
+def declared(incident_id: str, severity: str, title: str, channel_name: str) -> str:
+    return (
+        f"🚨 *{incident_id}* declared ({severity}): {escape(title)}. "
+        f"Opening its channel #{channel_name} and posting the alert…"
+    )
+
+
+def channel_ready(incident_id: str, channel_id: str) -> str:
+    return f"✅ *{incident_id}*: the incident channel is ready: <#{channel_id}>"
+
+
+def channel_failed(incident_id: str, error: str) -> str:
+    return (
+        f"⚠️ *{incident_id}* is recorded, but Slack refused to create its channel "
+        f"(`{escape(error)}`). The bot keeps the clocks; ask an admin to check the app's scopes."
+    )
+
+
+def announce_failed(error: str) -> str:
+    return f"⚠️ Could not post the alert to the announcement channel: `{escape(error)}`."
+
+
+def unknown_subcommand(word: str, policy: Policy) -> str:
+    return (
+        f"`{escape(clip(word, 40))}` is neither a severity nor a subcommand. "
+        + usage_declare(policy)
+        + " See `/incident help`."
+    )
+
+
+def duration_text(seconds: int) -> str:
+    from datetime import timedelta
+
+    return human_duration(timedelta(seconds=seconds))

@@ -1,0 +1,312 @@
+"""The SQL implementation of the service's `Store` and `Tx` ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain.incident import Event, Incident
+from bot.domain.policy import RESOLVED
+from bot.domain.timeline import TimelineEntry
+from bot.service.ports import IncidentRecord, Job, JobKind, JobState, NewJob, SlackRefs
+from bot.store.db import Database
+from bot.store.tables import incident_days, incidents, slack_jobs, timeline
+
+
+class ConcurrentUpdate(Exception):
+    """The incident changed under us (version mismatch); the transaction is rolled back."""
+
+
+_INCIDENT_FIELDS = [
+    "title",
+    "severity",
+    "status",
+    "declared_at",
+    "declared_by",
+    "services",
+    "impact",
+    "drill",
+    "tags",
+    "acknowledged_at",
+    "acknowledged_by",
+    "commander",
+    "roles",
+    "last_update_at",
+    "escalation_level",
+    "resolved_at",
+    "resolved_by",
+    "resolution_summary",
+    "root_cause",
+]
+_REF_FIELDS = [
+    "origin_channel_id",
+    "channel_id",
+    "channel_name",
+    "alert_ts",
+    "announce_channel_id",
+    "announce_ts",
+]
+
+
+def _record(row: RowMapping) -> IncidentRecord:
+    incident = Incident(
+        id=row["id"],
+        version=row["version"],
+        **{name: row[name] for name in _INCIDENT_FIELDS},
+    )
+    incident.services = list(incident.services or [])
+    incident.tags = list(incident.tags or [])
+    incident.roles = dict(incident.roles or {})
+    return IncidentRecord(incident, SlackRefs(**{name: row[name] for name in _REF_FIELDS}))
+
+
+class SqlTx:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.c = connection
+        self._postgres = connection.dialect.name == "postgresql"
+
+    # ---- incidents ---------------------------------------------------------------------
+    async def next_sequence(self, day: date) -> int:
+        """Atomically take the day's next number (an upsert: unique under concurrency)."""
+        key = f"{day:%Y%m%d}"
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        statement = (
+            dialect_insert(incident_days)
+            .values(day=key, last_seq=1)
+            .on_conflict_do_update(
+                index_elements=[incident_days.c.day],
+                set_={"last_seq": incident_days.c.last_seq + 1},
+            )
+            .returning(incident_days.c.last_seq)
+        )
+        return int((await self.c.execute(statement)).scalar_one())
+
+    async def add_incident(self, record: IncidentRecord) -> None:
+        incident = record.incident
+        _, day, seq = incident.id.split("-")
+        values: dict[str, Any] = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+        values |= {name: getattr(record.slack, name) for name in _REF_FIELDS}
+        await self.c.execute(
+            insert(incidents).values(id=incident.id, day=day, seq=int(seq), version=1, **values)
+        )
+        incident.version = 1
+
+    def _select(self, lock: bool) -> Any:
+        statement = select(incidents)
+        return statement.with_for_update() if lock and self._postgres else statement
+
+    async def get(self, incident_id: str, *, lock: bool = False) -> IncidentRecord | None:
+        statement = self._select(lock).where(incidents.c.id == incident_id.upper())
+        row = (await self.c.execute(statement)).mappings().first()
+        return _record(row) if row else None
+
+    async def by_channel(self, channel_id: str, *, lock: bool = False) -> IncidentRecord | None:
+        statement = self._select(lock).where(incidents.c.channel_id == channel_id)
+        row = (await self.c.execute(statement)).mappings().first()
+        return _record(row) if row else None
+
+    async def save(self, incident: Incident) -> None:
+        values: dict[str, Any] = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+        result = await self.c.execute(
+            update(incidents)
+            .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
+            .values(version=incident.version + 1, **values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(incident.id)
+        incident.version += 1
+
+    async def set_slack_refs(self, incident_id: str, **refs: str | None) -> None:
+        unknown = set(refs) - set(_REF_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown Slack reference(s): {sorted(unknown)}")
+        await self.c.execute(update(incidents).where(incidents.c.id == incident_id).values(**refs))
+
+    async def open_incidents(self) -> list[IncidentRecord]:
+        statement = (
+            select(incidents)
+            .where(incidents.c.status != RESOLVED)
+            .order_by(incidents.c.declared_at)
+        )
+        return [_record(row) for row in (await self.c.execute(statement)).mappings()]
+
+    # ---- timeline ----------------------------------------------------------------------
+    async def add_events(self, incident_id: str, events: list[Event]) -> None:
+        if not events:
+            return
+        await self.c.execute(
+            insert(timeline),
+            [
+                {
+                    "incident_id": incident_id,
+                    "at": event.at,
+                    "kind": str(event.kind),
+                    "actor": event.actor,
+                    "data": event.data,
+                    "source_key": None,
+                }
+                for event in events
+            ],
+        )
+
+    async def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        statement = (
+            select(timeline)
+            .where(timeline.c.incident_id == incident_id)
+            .order_by(timeline.c.at, timeline.c.id)
+        )
+        return [
+            TimelineEntry(
+                incident_id=row["incident_id"],
+                at=row["at"],
+                kind=row["kind"],
+                actor=row["actor"],
+                data=dict(row["data"] or {}),
+                id=row["id"],
+            )
+            for row in (await self.c.execute(statement)).mappings()
+        ]
+
+    # ---- Slack outbox ------------------------------------------------------------------
+    async def enqueue(self, jobs: list[NewJob], *, now: datetime) -> None:
+        if not jobs:
+            return
+        await self.c.execute(
+            insert(slack_jobs),
+            [
+                {
+                    "incident_id": job.incident_id,
+                    "kind": str(job.kind),
+                    "payload": job.payload,
+                    "state": JobState.PENDING,
+                    "attempts": 0,
+                    "run_after": now,
+                    "created_at": now,
+                }
+                for job in jobs
+            ],
+        )
+
+    async def claim_jobs(
+        self, *, now: datetime, worker: str, limit: int, lease_seconds: int
+    ) -> list[Job]:
+        """Claim due jobs, at most one per incident: the oldest unfinished job of each.
+
+        A job is claimable when pending and due, or running with an expired lease (its
+        process died). Jobs of one incident run in the order they were recorded. On
+        PostgreSQL the rows are locked with SKIP LOCKED, so replicas never share a job.
+        """
+        earlier = slack_jobs.alias("earlier")
+        claimable = or_(
+            and_(slack_jobs.c.state == JobState.PENDING, slack_jobs.c.run_after <= now),
+            and_(slack_jobs.c.state == JobState.RUNNING, slack_jobs.c.locked_until < now),
+        )
+        blocked = exists().where(
+            earlier.c.incident_id == slack_jobs.c.incident_id,
+            earlier.c.id < slack_jobs.c.id,
+            earlier.c.state.in_([JobState.PENDING, JobState.RUNNING]),
+        )
+        statement = (
+            select(slack_jobs)
+            .where(claimable, or_(slack_jobs.c.incident_id.is_(None), ~blocked))
+            .order_by(slack_jobs.c.id)
+            .limit(limit)
+        )
+        if self._postgres:
+            statement = statement.with_for_update(skip_locked=True, of=slack_jobs)
+        rows = list((await self.c.execute(statement)).mappings())
+        if not rows:
+            return []
+        await self.c.execute(
+            update(slack_jobs)
+            .where(slack_jobs.c.id.in_([row["id"] for row in rows]))
+            .values(
+                state=JobState.RUNNING,
+                locked_by=worker,
+                locked_until=now + timedelta(seconds=lease_seconds),
+                attempts=slack_jobs.c.attempts + 1,
+            )
+        )
+        return [
+            Job(
+                id=row["id"],
+                kind=JobKind(row["kind"]),
+                incident_id=row["incident_id"],
+                payload=dict(row["payload"] or {}),
+                attempts=row["attempts"] + 1,
+                result=dict(row["result"] or {}),
+            )
+            for row in rows
+        ]
+
+    async def finish_job(self, job_id: int, *, now: datetime, result: dict[str, Any]) -> None:
+        await self.c.execute(
+            update(slack_jobs)
+            .where(slack_jobs.c.id == job_id)
+            .values(state=JobState.DONE, result=result, finished_at=now, locked_until=None)
+        )
+
+    async def retry_job(
+        self, job_id: int, *, run_after: datetime, error: str, result: dict[str, Any] | None
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": JobState.PENDING,
+            "run_after": run_after,
+            "last_error": error[:2000],
+            "locked_until": None,
+        }
+        if result is not None:
+            values["result"] = result
+        await self.c.execute(update(slack_jobs).where(slack_jobs.c.id == job_id).values(**values))
+
+    async def fail_job(self, job_id: int, *, now: datetime, error: str) -> None:
+        await self.c.execute(
+            update(slack_jobs)
+            .where(slack_jobs.c.id == job_id)
+            .values(
+                state=JobState.FAILED, last_error=error[:2000], finished_at=now, locked_until=None
+            )
+        )
+
+    async def save_job_result(self, job_id: int, result: dict[str, Any]) -> None:
+        await self.c.execute(
+            update(slack_jobs).where(slack_jobs.c.id == job_id).values(result=result)
+        )
+
+    async def next_job_due(self) -> datetime | None:
+        statement = (
+            select(slack_jobs.c.run_after)
+            .where(slack_jobs.c.state == JobState.PENDING)
+            .order_by(slack_jobs.c.run_after)
+            .limit(1)
+        )
+        value: datetime | None = (await self.c.execute(statement)).scalar_one_or_none()
+        return value
+
+    async def pending_job_count(self) -> int:
+        statement = select(func.count()).where(
+            slack_jobs.c.state.in_([JobState.PENDING, JobState.RUNNING])
+        )
+        return int((await self.c.execute(statement)).scalar_one())
+
+
+class SqlStore:
+    """The `Store` port over a `Database`."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTx]:
+        async with self.database.transaction() as connection:
+            yield SqlTx(connection)
+
+    async def ping(self) -> bool:
+        return await self.database.ping()
