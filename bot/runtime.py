@@ -37,9 +37,12 @@ from bot.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def web_client(settings: Settings, *, retry_inline: bool) -> AsyncWebClient:
+def web_client(
+    settings: Settings, *, retry_inline: bool, with_token: bool = True
+) -> AsyncWebClient:
     """A Web API client on SLACK_API_URL. Inline calls wait out one 429 and two 5xx;
-    the worker's client does not, because the worker reschedules the job durably."""
+    the worker's client does not, because the worker reschedules the job durably.
+    Bolt's client has no token of its own: Bolt sets it per request from `authorize`."""
     handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
     if retry_inline:
         handlers += [
@@ -47,7 +50,7 @@ def web_client(settings: Settings, *, retry_inline: bool) -> AsyncWebClient:
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ]
     return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+        token=settings.slack_bot_token.get_secret_value() if with_token else None,
         base_url=settings.slack_api_url,
         timeout=15,
         retry_handlers=handlers,
@@ -101,7 +104,7 @@ class Runtime:
         background = Background()
         bolt = build_app(
             service=service,
-            client=inline,
+            client=web_client(settings, retry_inline=True, with_token=False),
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             identity=identity,
             background=background,
@@ -160,6 +163,14 @@ class Runtime:
             self.database.dialect,
         )
         return bound
+
+    async def settle(self, *, max_rounds: int = 200) -> None:
+        """Run until quiet: background replies, then every due Slack job (tests, demo)."""
+        for _ in range(max_rounds):
+            await self.background.wait()
+            if not await self.worker.run_once() and not self.background.busy:
+                return
+        raise RuntimeError("the bot did not settle")
 
     async def close(self) -> None:
         self.worker.stop()

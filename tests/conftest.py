@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -115,7 +115,8 @@ async def slack(
 
 
 @pytest.fixture
-def no_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Slack or bot settings in the environment (the developer's shell may have some)."""
     for name in list(os.environ):
         if name.startswith("SLACK_") or name in {
             "DATABASE_URL",
@@ -124,4 +125,3 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "LOG_LEVEL",
         }:
             monkeypatch.delenv(name, raising=False)
-    return

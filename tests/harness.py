@@ -34,12 +34,8 @@ class Slack:
     general: str
 
     async def settle(self) -> None:
-        """Let the bot finish: background replies, then every due Slack job, until quiet."""
-        for _ in range(200):
-            await self.bot.background.wait()
-            if not await self.bot.worker.run_once() and not self.bot.background.busy:
-                return
-        raise AssertionError("the bot did not settle")
+        """Let the bot finish: background replies, then every due Slack job."""
+        await self.bot.settle()
 
     async def command(
         self, text: str, *, user: str = ALICE, channel: str | None = None, settle: bool = True
@@ -54,7 +50,8 @@ class Slack:
 
     async def declare(self, text: str = "sev1 payment down", *, user: str = ALICE) -> Channel:
         reply = await self.command(text, user=user)
-        assert reply.text and "declared" in reply.text, reply.text
+        assert reply.text is not None
+        assert "declared" in reply.text, reply.text
         return self.incident_channel()
 
     def incident_channel(self, index: int = -1) -> Channel:

@@ -92,7 +92,7 @@ def _value(values: dict[str, Any], block: str) -> str:
 def build_app(
     *,
     service: IncidentService,
-    client: AsyncWebClient,
+    client: AsyncWebClient,  # without a token: Bolt hands each listener one with it
     signing_secret: str,
     identity: Identity,
     background: Background,
@@ -120,26 +120,29 @@ def build_app(
             respond(text=text, response_type="ephemeral", replace_original=False), what=what
         )
 
-    def open_view(trigger_id: str, view: dict[str, Any], respond: AsyncRespond | None) -> None:
+    def open_view(
+        web: AsyncWebClient, trigger_id: str, view: dict[str, Any], respond: AsyncRespond
+    ) -> None:
         async def run() -> None:
             try:
-                await client.views_open(trigger_id=trigger_id, view=view)
+                await web.views_open(trigger_id=trigger_id, view=view)
             except SlackApiError as exc:
                 log.warning("views.open failed: %s", exc.response.get("error"))
-                if respond is not None:
-                    await respond(
-                        text=f"Could not open the form ({exc.response.get('error')}). "
-                        "Write the command with its text instead, e.g. "
-                        "`/incident update <text>`.",
-                        response_type="ephemeral",
-                        replace_original=False,
-                    )
+                await respond(
+                    text=f"Could not open the form ({exc.response.get('error')}). "
+                    "Write the command with its text instead, e.g. "
+                    "`/incident update <text>`.",
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
 
         background.spawn(run(), what="views.open")
 
     # ---- /incident ---------------------------------------------------------------------
     @app.command("/incident")
-    async def on_command(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_command(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         ctx = commands.Context(
             service=service,
             user=body["user_id"],
@@ -158,7 +161,7 @@ def build_app(
             return
         if reply.view is not None and ctx.trigger_id:
             await ack()
-            open_view(ctx.trigger_id, reply.view, respond)
+            open_view(client, ctx.trigger_id, reply.view, respond)
             return
         await ack(**reply.body())
 
@@ -205,6 +208,7 @@ def build_app(
         )
 
     async def open_form(
+        web: AsyncWebClient,
         body: dict[str, Any],
         respond: AsyncRespond,
         render: Callable[[dict[str, Any]], dict[str, Any]],
@@ -218,18 +222,22 @@ def build_app(
         if not record.incident.is_open:
             follow_up(respond, f"{record.incident.id} is already resolved.", what="open form")
             return
-        open_view(body["trigger_id"], render(snapshot(record.incident, policy)), respond)
+        open_view(web, body["trigger_id"], render(snapshot(record.incident, policy)), respond)
 
     @app.action(Action.UPDATE)
     @app.action(Action.NUDGE_UPDATE)
-    async def on_update_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_update_button(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         await ack()
-        await open_form(body, respond, lambda state: blocks.update_modal(state, policy))
+        await open_form(client, body, respond, lambda state: blocks.update_modal(state, policy))
 
     @app.action(Action.RESOLVE)
-    async def on_resolve_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_resolve_button(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         await ack()
-        await open_form(body, respond, blocks.resolve_modal)
+        await open_form(client, body, respond, blocks.resolve_modal)
 
     # ---- modals ------------------------------------------------------------------------
     @app.view(Modal.DECLARE)
