@@ -67,16 +67,25 @@ class Slack:
         raise AssertionError(f"no alert in #{channel.name}")
 
     async def click(
-        self, action_id: str, message: Message, channel: Channel, *, user: str = ALICE
+        self,
+        action_id: str,
+        message: Message,
+        channel: Channel,
+        *,
+        user: str = ALICE,
+        old: bool = False,
     ) -> ActionReply:
-        value = _button_value(message, action_id)
+        """Click a button on `message`; `old=True` clicks it on the message as first posted
+        (a screen that has not refreshed since)."""
+        blocks = message.edits[0].blocks if old and message.edits else message.blocks
         reply = await self.driver.click(
             action_id,
-            value,
+            _button_value(blocks or [], action_id),
             user=user,
             channel=channel.id,
             message_ts=message.ts,
             block_id="incident_actions",
+            message={"ts": message.ts, "text": message.text, "blocks": blocks},
         )
         assert reply.status == 200, reply
         await self.settle()
@@ -105,8 +114,8 @@ class Slack:
         return [message_text(m) for m in channel.messages]
 
 
-def _button_value(message: Message, action_id: str) -> str:
-    for block in message.blocks or []:
+def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
+    for block in blocks:
         for element in block.get("elements", []):
             if element.get("action_id") == action_id:
                 return str(element.get("value"))
