@@ -94,5 +94,6 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors(include_input=False, include_url=False):
             name = str(error["loc"][0]).upper() if error["loc"] else "settings"
             message = "is required" if error["type"] == "missing" else error["msg"]
+            message = message.removeprefix("Value error, ")
             problems.append(f"{name} {message}")
         raise SettingsError("; ".join(problems)) from None

@@ -163,8 +163,10 @@ class Playbook(_Model):
         steps: list[Any] = []
         for raw in value:
             step = {"text": raw} if isinstance(raw, str) else raw
-            if isinstance(step, dict) and "id" not in step and isinstance(step.get("text"), str):
-                base = slug(step["text"])
+            if isinstance(step, dict) and "id" not in step:
+                # Without a usable text the step fails on `text`; the id would only add noise.
+                text = step.get("text")
+                base = slug(text) if isinstance(text, str) else "step"
                 candidate, n = base, 1
                 while candidate in taken:
                     n += 1
@@ -411,6 +413,8 @@ def _read(path: Path, policy: Policy) -> Playbook | list[str]:
     if not isinstance(data, dict):
         return [f"{source}: (top level): expected a mapping of fields, not {type(data).__name__}"]
     stem = path.stem
+    if not _ID.match(stem):
+        return [f"{source}: id: the file name must be lowercase words joined by -, e.g. cache.yaml"]
     if "id" in data and data["id"] != stem:
         return [f"{source}: id: must be the file name without suffix ({stem!r}), or left out"]
     try:

@@ -281,9 +281,8 @@ def test_a_missing_field_names_the_file_and_the_field(tmp_path: Path) -> None:
 
 def test_an_unknown_severity_is_an_error(tmp_path: Path) -> None:
     write(tmp_path, "generic.yaml", GENERIC)
-    path = write(tmp_path, "cache.yaml", MINIMAL + "  severities: [sev1, sev9]\n")
-    # MINIMAL ends inside `steps`, so put the severities where they belong
-    path.write_text(MINIMAL.replace("[cache]\n", "[cache]\n  severities: [sev1, sev9]\n"))
+    text = MINIMAL.replace("[cache]\n", "[cache]\n  severities: [sev1, sev9]\n")
+    path = write(tmp_path, "cache.yaml", text)
     message = load_error(tmp_path)
     assert message.startswith(f"{path}: match.severities.1: 'sev9' is not a severity")
     assert "sev1 (p0/critical)" in message
@@ -315,7 +314,9 @@ def test_an_id_that_differs_from_the_file_name_is_an_error(tmp_path: Path) -> No
 def test_a_file_name_that_is_not_a_slug_is_an_error(tmp_path: Path) -> None:
     write(tmp_path, "generic.yaml", GENERIC)
     path = write(tmp_path, "Cache Issues.yaml", MINIMAL)
-    assert load_error(tmp_path).startswith(f"{path}: id: String should match pattern")
+    assert load_error(tmp_path) == (
+        f"{path}: id: the file name must be lowercase words joined by -, e.g. cache.yaml"
+    )
 
 
 def test_two_generic_playbooks_are_an_error(tmp_path: Path) -> None:
@@ -337,10 +338,6 @@ def test_unknown_fields_and_unreachable_playbooks_are_errors(tmp_path: Path) -> 
     unreachable = write(tmp_path, "b.yaml", "title: B\nsteps: [Do it]\n")
     lines = load_error(tmp_path).splitlines()
     assert lines == [
-        f"{typo}: step: Extra inputs are not permitted",
-        f"{unreachable}: match needs at least one keyword or service "
-        "(or mark the playbook generic: true)",
-    ] or lines == [
         f"{typo}: step: Extra inputs are not permitted",
         f"{unreachable}: (top level): match needs at least one keyword or service "
         "(or mark the playbook generic: true)",
