@@ -101,6 +101,7 @@ class Runtime:
             store=store, run_job=executor, clock=clock, name=worker_name, poll_seconds=poll_seconds
         )
         service = IncidentService(store=store, policy=policy, clock=clock, wake=worker.wake)
+        worker.timers = service
         background = Background()
         bolt = build_app(
             service=service,

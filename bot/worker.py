@@ -15,8 +15,8 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from bot.clock import Clock
 from bot.service.ports import Job, JobFailed, JobRetry, Store
@@ -24,6 +24,14 @@ from bot.service.ports import Job, JobFailed, JobRetry, Store
 log = logging.getLogger(__name__)
 
 JobRunner = Callable[[Job], Awaitable[dict[str, Any]]]
+
+
+class Timers(Protocol):
+    """The clock side of the service: fire what is due, say when the next one is."""
+
+    async def fire_due_timers(self, *, worker: str) -> int: ...
+    async def next_timer_due(self) -> datetime | None: ...
+
 
 MAX_ATTEMPTS = 15
 MAX_BACKOFF = 300.0
@@ -55,13 +63,15 @@ class Worker:
         self.poll_seconds = poll_seconds
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self.timers: Timers | None = None
 
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
         self._wakeup.set()
 
     async def run_once(self) -> int:
-        """Claim and run one batch of due jobs; returns how many ran."""
+        """Fire the due timers, then claim and run one batch of due jobs; returns how many."""
+        fired = await self.timers.fire_due_timers(worker=self.name) if self.timers else 0
         async with self.store.transaction() as tx:
             jobs = await tx.claim_jobs(
                 now=self.clock.now(),
@@ -71,7 +81,7 @@ class Worker:
             )
         if jobs:
             await asyncio.gather(*(self._run(job) for job in jobs))
-        return len(jobs)
+        return fired + len(jobs)
 
     async def drain(self, *, max_rounds: int = 1000) -> None:
         """Run until nothing is due (tests and the demo)."""
@@ -126,11 +136,16 @@ class Worker:
             )
 
     async def _sleep(self) -> None:
+        """Sleep until the next job or timer is due, a wake-up, or the poll interval (other
+        processes may have planned something) — whichever comes first."""
         async with self.store.transaction() as tx:
-            due = await tx.next_job_due()
+            dues = [await tx.next_job_due()]
+        if self.timers is not None:
+            dues.append(await self.timers.next_timer_due())
         delay = self.poll_seconds
-        if due is not None:
-            delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
+        for due in dues:
+            if due is not None:
+                delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=delay)

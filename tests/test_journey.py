@@ -78,5 +78,7 @@ async def test_declare_to_resolve(slack: Slack) -> None:
         "update_posted",
         "status_changed",
         "severity_changed",
+        "update_nudged",  # the update was due 30 minutes after the last one
+        "nudge_escalated",  # and was still missing half an interval later
         "resolved",
     ]

@@ -31,6 +31,19 @@ class EventKind(enum.StrEnum):
     NOTE_ADDED = "note_added"
     ESCALATED = "escalated"
     RESOLVED = "resolved"
+    SNOOZED = "snoozed"
+    TAGGED = "tagged"
+    # Clocks that ran out (fired by timers; the actor is the bot).
+    ACK_TARGET_MISSED = "ack_target_missed"
+    UPDATE_NUDGED = "update_nudged"
+    NUDGE_ESCALATED = "nudge_escalated"
+    UPDATE_OVERDUE = "update_overdue"
+    OPEN_ESCALATED = "open_escalated"
+    RESOLUTION_TARGET_MISSED = "resolution_target_missed"
+    FOLLOWUP_DUE = "followup_due"
+    FOLLOWUP_DONE = "followup_done"
+    COMPLIANCE_REMINDER = "compliance_reminder"
+    COMPLIANCE_DONE = "compliance_done"
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,9 @@ class Incident:
     resolved_by: str | None = None
     resolution_summary: str = ""
     root_cause: str = ""
+    snoozed_until: datetime | None = None
+    done: list[str] = field(default_factory=list)  # follow-ups and compliance duties done
+    paged: list[str] = field(default_factory=list)  # PagerDuty routing keys triggered
     version: int = 0
 
     # ---- declaration -------------------------------------------------------------------
@@ -103,11 +119,19 @@ class Incident:
             drill=drill,
             tags=sorted({t.strip().lower() for t in tags or [] if t.strip()}),
         )
+        first = severity.escalation[0] if severity.escalation else None
+        if first is not None and first.pagerduty and not drill:
+            incident.paged.append(first.pagerduty)
         event = Event(
             EventKind.DECLARED,
             now,
             by,
-            {"title": incident.title, "severity": severity.name, "drill": drill},
+            {
+                "title": incident.title,
+                "severity": severity.name,
+                "drill": drill,
+                "pagerduty": incident.paged[0] if incident.paged else None,
+            },
         )
         return incident, [event]
 
@@ -124,11 +148,17 @@ class Incident:
         return (self.resolved_at or now) - self.declared_at
 
     def next_update_due(self, policy: Policy) -> datetime | None:
-        """When the next status update is expected, or None (resolved, or none for the level)."""
+        """When the next status update is expected, or None (resolved, or none for the level).
+
+        Measured from the last update (or the declaration); a snooze pushes it later.
+        """
         interval = policy.get(self.severity).update_interval
         if not self.is_open or interval is None:
             return None
-        return (self.last_update_at or self.declared_at) + interval
+        due = (self.last_update_at or self.declared_at) + interval
+        if self.snoozed_until is not None and self.snoozed_until > due:
+            return self.snoozed_until
+        return due
 
     def time_to_acknowledge(self) -> timedelta | None:
         return None if self.acknowledged_at is None else self.acknowledged_at - self.declared_at
@@ -237,6 +267,7 @@ class Incident:
         if status and status.strip().lower() != self.status:
             events += self.set_status(by=by, status=status, now=now, policy=policy)
         self.last_update_at = now
+        self.snoozed_until = None
         events.append(
             Event(
                 EventKind.UPDATE_POSTED,
@@ -261,24 +292,75 @@ class Incident:
             raise IllegalTransition(
                 f"{self.id} is already at the last escalation level ({len(chain)})."
             )
-        self.escalation_level += 1
-        level = chain[self.escalation_level]
+        return self._escalate_to(
+            self.escalation_level + 1, by=by, now=now, policy=policy, reason=reason
+        )
+
+    def _escalate_to(
+        self, index: int, *, by: str | None, now: datetime, policy: Policy, reason: str
+    ) -> list[Event]:
+        level = policy.get(self.severity).escalation[index]
+        self.escalation_level = index
+        if level.pagerduty and level.pagerduty not in self.paged and not self.drill:
+            self.paged.append(level.pagerduty)
         return [
             Event(
                 EventKind.ESCALATED,
                 now,
                 by,
                 {
-                    "level": self.escalation_level + 1,
+                    "level": index + 1,
                     "notify": list(level.notify),
                     "reason": reason.strip()[:TEXT_MAX],
                     "manual": by is not None,
+                    "pagerduty": level.pagerduty if not self.drill else None,
                 },
             )
         ]
 
+    def snooze(self, *, by: str, duration: timedelta, now: datetime, policy: Policy) -> list[Event]:
+        """Postpone the next update nudge by `duration` (from its due time, or from now if
+        it is already overdue)."""
+        self._require_open()
+        due = self.next_update_due(policy)
+        if due is None:
+            raise InvalidCommand(f"{self.severity} incidents get no update nudges to snooze.")
+        if not timedelta(minutes=1) <= duration <= timedelta(hours=24):
+            raise InvalidCommand("Snooze for between 1m and 24h, e.g. `/incident snooze 30m`.")
+        self.snoozed_until = max(due, now) + duration
+        return [
+            Event(
+                EventKind.SNOOZED,
+                now,
+                by,
+                {"until": self.snoozed_until.isoformat(), "seconds": int(duration.total_seconds())},
+            )
+        ]
+
+    def tag(self, *, by: str, tag: str, now: datetime) -> list[Event]:
+        cleaned = tag.strip().lower().lstrip("#")
+        if not cleaned or not all(c.isalnum() or c in "-_" for c in cleaned):
+            raise InvalidCommand("A tag is one word, e.g. `/incident tag security`.")
+        if cleaned in self.tags:
+            raise NothingToDo(f"{self.id} is already tagged {cleaned}.")
+        self.tags = sorted({*self.tags, cleaned})
+        return [Event(EventKind.TAGGED, now, by, {"tag": cleaned})]
+
+    def complete(self, *, by: str, duty: str, now: datetime) -> list[Event]:
+        """Mark a follow-up (`followup:report`) or compliance duty (`compliance:security`) done;
+        its reminders stop."""
+        if duty in self.done:
+            raise NothingToDo(f"That is already marked done for {self.id}.")
+        kind, _, name = duty.partition(":")
+        if kind not in ("followup", "compliance") or not name:
+            raise InvalidCommand(f"Unknown duty {duty!r}.")
+        self.done = [*self.done, duty]
+        event = EventKind.FOLLOWUP_DONE if kind == "followup" else EventKind.COMPLIANCE_DONE
+        return [Event(event, now, by, {"duty": duty, "name": name})]
+
     def resolve(self, *, by: str, summary: str, now: datetime, root_cause: str = "") -> list[Event]:
         self._require_open()
+        self.snoozed_until = None
         self.resolution_summary = clean_text(summary, what="resolution summary")
         self.root_cause = root_cause.strip()[:TEXT_MAX]
         previous = self.status
@@ -293,6 +375,7 @@ class Incident:
                     "root_cause": self.root_cause,
                     "previous": previous,
                     "seconds": int((now - self.declared_at).total_seconds()),
+                    "pagerduty": list(self.paged),
                 },
             )
         ]

@@ -8,18 +8,28 @@ the user is told "done" only once all of it is durable. The worker then carries 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bot.clock import Clock
+from bot.domain import clocks
 from bot.domain.errors import InvalidCommand, NotFound
 from bot.domain.incident import Event, EventKind, Incident
 from bot.domain.naming import incident_id
-from bot.domain.policy import Policy, Severity
+from bot.domain.policy import Policy, Severity, parse_duration
 from bot.domain.timeline import TimelineEntry
-from bot.service.ports import IncidentRecord, JobKind, NewJob, SlackRefs, Store, Tx
+from bot.service.ports import (
+    ClaimedTimer,
+    IncidentRecord,
+    JobKind,
+    NewJob,
+    SlackRefs,
+    Store,
+    Tx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,18 @@ ANNOUNCE = "announce"
 
 # Which messages each event posts, and where (the announcement channel hears the big ones).
 _POSTS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.SNOOZED: (CHANNEL,),
+    EventKind.TAGGED: (CHANNEL,),
+    EventKind.ACK_TARGET_MISSED: (CHANNEL,),
+    EventKind.UPDATE_NUDGED: (CHANNEL,),
+    EventKind.NUDGE_ESCALATED: (CHANNEL,),
+    EventKind.UPDATE_OVERDUE: (ANNOUNCE,),
+    EventKind.OPEN_ESCALATED: (CHANNEL, ANNOUNCE),
+    EventKind.RESOLUTION_TARGET_MISSED: (CHANNEL, ANNOUNCE),
+    EventKind.FOLLOWUP_DUE: (CHANNEL,),
+    EventKind.FOLLOWUP_DONE: (CHANNEL,),
+    EventKind.COMPLIANCE_REMINDER: (CHANNEL,),
+    EventKind.COMPLIANCE_DONE: (CHANNEL,),
     EventKind.ACKNOWLEDGED: (CHANNEL,),
     EventKind.COMMANDER_CHANGED: (CHANNEL,),
     EventKind.ROLE_ASSIGNED: (CHANNEL,),
@@ -47,6 +69,7 @@ _SYNCS = {
     EventKind.UPDATE_POSTED,
     EventKind.ESCALATED,
     EventKind.RESOLVED,
+    EventKind.SNOOZED,
 }
 
 
@@ -77,7 +100,12 @@ def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
         "resolution_summary": incident.resolution_summary,
         "root_cause": incident.root_cause,
         "escalation_level": incident.escalation_level,
+        "tags": incident.tags,
     }
+
+
+class _LostClaim(Exception):
+    """Another process took the timer over (its lease had expired); it fires it, not us."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,8 @@ class IncidentService:
         self.policy = policy
         self.clock = clock
         self._wake = wake
+        # (kind, seconds late, did something) of recent firings: read by metrics and benches.
+        self.fired: deque[tuple[str, float, bool]] = deque(maxlen=100_000)
 
     # ---- helpers -----------------------------------------------------------------------
     def severity(self, word: str) -> Severity:
@@ -146,8 +176,43 @@ class IncidentService:
             ]
             if invitees:
                 jobs.append(NewJob(JobKind.INVITE, incident.id, {"users": invitees}))
+        jobs += self._paging_jobs(incident, events)
         if any(event.kind in _SYNCS for event in events):
             jobs.append(NewJob(JobKind.SYNC, incident.id, {}))
+        return jobs
+
+    def _paging_jobs(self, incident: Incident, events: list[Event]) -> list[NewJob]:
+        """PagerDuty: trigger when a level that names a routing key is reached; resolve all
+        triggered ones at resolution (never for drills)."""
+        if incident.drill:
+            return []
+        jobs: list[NewJob] = []
+        summary = f"[{incident.severity}] {incident.id}: {incident.title}"[:1000]
+        for event in events:
+            if event.kind in (EventKind.DECLARED, EventKind.ESCALATED) and event.data.get(
+                "pagerduty"
+            ):
+                jobs.append(
+                    NewJob(
+                        JobKind.PAGERDUTY,
+                        incident.id,
+                        {
+                            "routing_key": event.data["pagerduty"],
+                            "action": "trigger",
+                            "summary": summary,
+                            "severity": incident.severity,
+                        },
+                    )
+                )
+            if event.kind == EventKind.RESOLVED:
+                jobs += [
+                    NewJob(
+                        JobKind.PAGERDUTY,
+                        incident.id,
+                        {"routing_key": key, "action": "resolve", "summary": summary},
+                    )
+                    for key in event.data.get("pagerduty") or []
+                ]
         return jobs
 
     async def _load(
@@ -182,6 +247,9 @@ class IncidentService:
             await tx.save(record.incident)
             await tx.add_events(record.incident.id, events)
             await tx.enqueue(self._jobs_for(record.incident, events), now=now)
+            await tx.replan_timers(
+                record.incident.id, clocks.plan(record.incident, self.policy, now), now=now
+            )
         self._wake()
         return Outcome(record, events)
 
@@ -232,7 +300,9 @@ class IncidentService:
                         {"url": response_url, "template": "channel_ready"},
                     )
                 )
+            jobs += self._paging_jobs(incident, events)
             await tx.enqueue(jobs, now=now)
+            await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
         log.info("declared %s (%s)", incident.id, incident.severity)
         self._wake()
         return Outcome(record, events)
@@ -378,6 +448,103 @@ class IncidentService:
                 by=by, summary=summary, root_cause=root_cause, now=now
             ),
         )
+
+    async def snooze(
+        self,
+        *,
+        by: str,
+        duration: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        try:
+            delta = parse_duration(duration)
+        except ValueError:
+            raise InvalidCommand(
+                f"`{duration}` is not a duration. Write `/incident snooze 30m` (or 15m, 1h)."
+            ) from None
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.snooze(
+                by=by, duration=delta, now=now, policy=self.policy
+            ),
+        )
+
+    async def tag(
+        self, *, by: str, tag: str, channel_id: str | None = None, incident_id: str | None = None
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.tag(by=by, tag=tag, now=now),
+        )
+
+    async def complete(
+        self,
+        *,
+        by: str,
+        duty: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.complete(by=by, duty=duty, now=now),
+        )
+
+    # ---- clocks ------------------------------------------------------------------------
+    async def fire_due_timers(
+        self, *, worker: str, limit: int = 50, lease_seconds: int = 60
+    ) -> int:
+        """Fire every due timer (each exactly once, even with several processes)."""
+        async with self.store.transaction() as tx:
+            claimed = await tx.claim_timers(
+                now=self.clock.now(), worker=worker, limit=limit, lease_seconds=lease_seconds
+            )
+        for timer in claimed:
+            await self._fire(timer, worker=worker)
+        if claimed:
+            self._wake()
+        return len(claimed)
+
+    async def _fire(self, claimed: ClaimedTimer, *, worker: str) -> None:
+        now = self.clock.now()
+        try:
+            async with self.store.transaction() as tx:
+                record = await tx.get(claimed.incident_id, lock=True)
+                if not await tx.mark_fired(claimed.id, worker=worker, now=now):
+                    raise _LostClaim
+                if record is None:
+                    return
+                incident = record.incident
+                events = clocks.fire(incident, claimed.timer, self.policy, now)
+                if events:
+                    await tx.save(incident)
+                    await tx.add_events(incident.id, events)
+                    await tx.enqueue(self._jobs_for(incident, events), now=now)
+                await tx.replan_timers(
+                    incident.id, clocks.plan(incident, self.policy, now), now=now
+                )
+        except _LostClaim:
+            log.warning(
+                "timer %s of %s was claimed elsewhere", claimed.timer.key, claimed.incident_id
+            )
+            return
+        lateness = (now - claimed.timer.due).total_seconds()
+        log.info(
+            "fired %s for %s (%.2fs after due)%s",
+            claimed.timer.key,
+            claimed.incident_id,
+            lateness,
+            "" if events else "; moot",
+        )
+        self.fired.append((claimed.timer.kind, lateness, bool(events)))
+
+    async def next_timer_due(self) -> datetime | None:
+        async with self.store.transaction() as tx:
+            return await tx.next_timer_due()
 
     # ---- queries -----------------------------------------------------------------------
     async def find(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from bot.domain.clocks import Timer
 from bot.domain.incident import Event, Incident
 from bot.domain.timeline import TimelineEntry
 
@@ -40,6 +41,7 @@ class JobKind(enum.StrEnum):
     SYNC = "sync"  # re-render the alert messages and the topic from the current state
     POST = "post"  # a message {template, data, to: [channel|announce]}
     RESPOND = "respond"  # a follow-up to a response_url {url, template, data}
+    PAGERDUTY = "pagerduty"  # Events API v2 {routing_key, action: trigger|resolve, summary}
 
 
 class JobState(enum.StrEnum):
@@ -66,6 +68,13 @@ class Job:
     result: dict[str, Any] = field(default_factory=dict)  # steps done so far, kept on retry
 
 
+@dataclass(frozen=True)
+class ClaimedTimer:
+    id: int
+    incident_id: str
+    timer: Timer
+
+
 class Tx(Protocol):
     """One transaction: everything written through it commits together or not at all."""
 
@@ -89,6 +98,15 @@ class Tx(Protocol):
     async def fail_job(self, job_id: int, *, now: datetime, error: str) -> None: ...
     async def save_job_result(self, job_id: int, result: dict[str, Any]) -> None: ...
     async def next_job_due(self) -> datetime | None: ...
+    async def replan_timers(
+        self, incident_id: str, planned: list[Timer], *, now: datetime
+    ) -> None: ...
+    async def claim_timers(
+        self, *, now: datetime, worker: str, limit: int, lease_seconds: int
+    ) -> list[ClaimedTimer]: ...
+    async def mark_fired(self, timer_id: int, *, worker: str, now: datetime) -> bool: ...
+    async def next_timer_due(self) -> datetime | None: ...
+    async def pending_timers(self, incident_id: str) -> list[Timer]: ...
     async def pending_job_count(self) -> int: ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -238,6 +239,26 @@ def build_app(
     ) -> None:
         await ack()
         await open_form(client, body, respond, blocks.resolve_modal)
+
+    @app.action(re.compile(f"^{Action.NUDGE_SNOOZE}_"))
+    async def on_snooze(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, value = clicked(body)
+        incident_id, _, duration = value.partition("|")
+        await run_button(
+            respond,
+            "snooze",
+            lambda: service.snooze(by=user, duration=duration, incident_id=incident_id),
+        )
+
+    @app.action(Action.DUTY_DONE)
+    async def on_duty_done(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, value = clicked(body)
+        incident_id, _, duty = value.partition("|")
+        await run_button(
+            respond, "done", lambda: service.complete(by=user, duty=duty, incident_id=incident_id)
+        )
 
     # ---- modals ------------------------------------------------------------------------
     @app.view(Modal.DECLARE)

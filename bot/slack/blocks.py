@@ -48,7 +48,8 @@ class Action(enum.StrEnum):
     ESCALATE = "incident_escalate"
     RESOLVE = "incident_resolve"
     NUDGE_UPDATE = "nudge_update"
-    NUDGE_SNOOZE = "nudge_snooze"
+    NUDGE_SNOOZE = "nudge_snooze"  # prefix: nudge_snooze_15m, nudge_snooze_30m, nudge_snooze_1h
+    DUTY_DONE = "duty_done"  # a follow-up or compliance duty marked done
 
 
 class Modal(enum.StrEnum):
@@ -245,6 +246,149 @@ def resolution_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
     return Message(fallback, _dicts(blocks))
 
 
+SNOOZES = ("15m", "30m", "1h")
+
+
+def nudge_buttons(incident_id: str) -> ActionsBlock:
+    return ActionsBlock(
+        block_id="nudge_actions",
+        elements=[
+            ButtonElement(
+                text="Post update",
+                action_id=Action.NUDGE_UPDATE,
+                value=incident_id,
+                style="primary",
+            ),
+            *(
+                ButtonElement(
+                    text=f"Snooze {d}",
+                    action_id=f"{Action.NUDGE_SNOOZE}_{d}",
+                    value=f"{incident_id}|{d}",
+                )
+                for d in SNOOZES
+            ),
+        ],
+    )
+
+
+def done_button(incident_id: str, duty: str, label: str) -> ActionsBlock:
+    return ActionsBlock(
+        block_id="duty_actions",
+        elements=[
+            ButtonElement(
+                text=label,
+                action_id=Action.DUTY_DONE,
+                value=f"{incident_id}|{duty}",
+                style="primary",
+            )
+        ],
+    )
+
+
+_DUTIES = {
+    "report": "the incident report",
+    "postmortem": "the post-mortem review",
+    "action_review": "the review of the action items",
+}
+
+
+def _since(seconds: int) -> str:
+    return texts.duration_text(seconds)
+
+
+def _with(state: dict[str, Any], text: str, actions: ActionsBlock) -> Message:
+    fallback = f"{_drill(state)}{state['id']}: {text}"
+    blocks = [_section(text), actions, _context(f"{_drill(state)}{state['id']}")]
+    return Message(fallback, _dicts(blocks))
+
+
+def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -> Message | None:
+    """Messages posted when a clock runs out (the actor is the bot)."""
+    match template:
+        case "ack_target_missed":
+            targets = list(event.get("notify") or [])
+            who = mentions(targets) if targets else texts.NO_TARGETS
+            return _line(
+                state,
+                f"⏰ Nobody has acknowledged within the {event.get('target')} response target "
+                f"for {state['severity']}. {who}",
+            )
+        case "update_nudged":
+            overdue = int(event.get("overdue", 0))
+            late = f" ({_since(overdue)} overdue)" if overdue >= 60 else ""
+            return _with(
+                state,
+                f"⏰ {mention(event.get('commander'))}, a status update is due{late}: "
+                f"{state['severity']} updates go out every {event.get('interval')}.",
+                nudge_buttons(state["id"]),
+            )
+        case "nudge_escalated":
+            comms = event.get("comms_lead")
+            who = (
+                f"{mention(comms)} (comms lead)"
+                if comms
+                else "No comms lead is assigned (`/incident role comms_lead @user`)"
+            )
+            return _with(
+                state,
+                f"⏰ The status update is {_since(int(event.get('overdue', 0)))} overdue. {who}, "
+                f"{mention(event.get('commander'))}: please post one.",
+                nudge_buttons(state["id"]),
+            )
+        case "update_overdue":
+            return _line(
+                state,
+                f"⏰ The status update for *{state['id']}* ({state['severity']}: "
+                f"{clip(_title(state), 150)}) is {_since(int(event.get('overdue', 0)))} overdue.",
+            )
+        case "open_escalated":
+            targets = list(event.get("notify") or [])
+            who = mentions(targets) if targets else texts.NO_TARGETS
+            return _line(
+                state,
+                f"📣 {state['severity']} open for {event.get('after')}, still unresolved: {who}",
+            )
+        case "resolution_target_missed":
+            return _line(
+                state,
+                f"⚠️ Resolution target missed: {state['severity']} incidents are to be resolved "
+                f"within {event.get('target')}. Incident commander: "
+                f"{mention(event.get('commander'))}.",
+            )
+        case "followup_due":
+            duty = str(event.get("duty", ""))
+            return _with(
+                state,
+                f"📝 {mention(event.get('commander'))}, {_DUTIES.get(duty, duty)} for "
+                f"{state['id']} is due (reminder {event.get('reminder', 1)}).",
+                done_button(state["id"], f"followup:{duty}", "Mark done"),
+            )
+        case "followup_done" | "compliance_done":
+            name = str(event.get("name", "")).replace("_", " ")
+            return _line(state, f"✅ {mention(event.get('actor'))} marked *{escape(name)}* done.")
+        case "compliance_reminder":
+            left = int(event.get("left", 0))
+            description = escape(str(event.get("description") or event.get("tag")))
+            deadline = when(_time(event.get("deadline")))
+            when_text = f"due in {_since(left)}" if left else "due *now*"
+            return _with(
+                state,
+                f"⚖️ {mention(event.get('commander'))}: {description}: deadline {deadline}, "
+                f"{when_text}.",
+                done_button(state["id"], f"compliance:{event.get('tag')}", "Done"),
+            )
+        case "snoozed":
+            return _line(
+                state,
+                f"😴 {mention(event.get('actor'))} snoozed the update nudge: next update due "
+                f"{when(_time(event.get('until')))}.",
+            )
+        case "tagged":
+            tag = escape(str(event.get("tag")))
+            return _line(state, f"🏷️ {mention(event.get('actor'))} tagged the incident *{tag}*.")
+    return None
+
+
 def _line(state: dict[str, Any], text: str) -> Message:
     fallback = f"{_drill(state)}{state['id']}: {text}"
     return Message(fallback, _dicts([_section(text), _context(f"{_drill(state)}{state['id']}")]))
@@ -252,6 +396,9 @@ def _line(state: dict[str, Any], text: str) -> Message:
 
 def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -> Message:
     """The message a timeline event posts (`template` is the event kind)."""
+    clocked = clock_message(template, state, event)
+    if clocked is not None:
+        return clocked
     actor = mention(event.get("actor"))
     match template:
         case "update_posted":

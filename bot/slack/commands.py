@@ -20,12 +20,11 @@ _LABELLED = re.compile(r"<([@#])([UWC][A-Z0-9]+)\|([^>]+)>")
 
 IN_CHANNEL = frozenset(
     {"ack", "update", "status", "sev", "severity", "ic", "commander", "role", "note"}
-    | {"escalate", "resolve", "timeline"}
+    | {"escalate", "resolve", "timeline", "snooze", "tag"}
 )
 LATER = {
     "postmortem": "building the post-mortem draft",
     "action": "action items",
-    "snooze": "snoozing update nudges",
     "stats": "incident statistics",
     "drill": "practice incidents (drills)",
 }
@@ -104,6 +103,13 @@ def confirm(outcome: Outcome) -> str:
         return f"🔄 {incident.id} is now {incident.status}."
     if EventKind.ROLE_ASSIGNED in kinds:
         return f"🎭 Role assigned on {incident.id}."
+    if EventKind.SNOOZED in kinds:
+        due = incident.snoozed_until
+        return f"😴 Update nudge for {incident.id} snoozed until {texts.utc(due)}."
+    if EventKind.TAGGED in kinds:
+        return f"🏷️ {incident.id} tagged: {', '.join(incident.tags)}."
+    if EventKind.FOLLOWUP_DONE in kinds or EventKind.COMPLIANCE_DONE in kinds:
+        return f"✅ Marked done for {incident.id}."
     if EventKind.NOTE_ADDED in kinds:
         return f"📝 Note added to the timeline of {incident.id}."
     return "Done."
@@ -213,6 +219,14 @@ async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
                 view = blocks.resolve_modal(snapshot(record.incident, policy))
                 return Reply("Opening the resolve form…", view=view)
             outcome = await service.resolve(by=by, summary=rest, channel_id=channel)
+        case "snooze":
+            if not rest:
+                raise InvalidCommand("Write `/incident snooze <duration>`, e.g. 30m.")
+            outcome = await service.snooze(by=by, duration=rest.split()[0], channel_id=channel)
+        case "tag":
+            if not rest:
+                raise InvalidCommand("Write `/incident tag <tag>`, e.g. `/incident tag security`.")
+            outcome = await service.tag(by=by, tag=rest.split()[0], channel_id=channel)
         case "timeline":
             record = await service.find(channel_id=channel)
             entries = await service.timeline(record.incident.id)

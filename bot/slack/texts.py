@@ -77,6 +77,8 @@ def help_text(policy: Policy) -> str:
             f"`/incident role <role> @user`: roles: {', '.join(policy.roles)}",
             "`/incident note <text>`: add a note to the timeline",
             "`/incident escalate [reason]`: escalate now to the next level",
+            "`/incident snooze <duration>`: postpone the next update nudge (15m, 30m, 1h)",
+            "`/incident tag <tag>`: tag the incident (e.g. `security` starts its compliance clock)",
             "`/incident resolve <summary>`: resolve (no text: the form)",
             "`/incident timeline`: show the timeline",
         ]

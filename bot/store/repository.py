@@ -12,12 +12,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.clocks import Timer, TimerKind
 from bot.domain.incident import Event, Incident
 from bot.domain.policy import RESOLVED
 from bot.domain.timeline import TimelineEntry
-from bot.service.ports import IncidentRecord, Job, JobKind, JobState, NewJob, SlackRefs
+from bot.service.ports import (
+    ClaimedTimer,
+    IncidentRecord,
+    Job,
+    JobKind,
+    JobState,
+    NewJob,
+    SlackRefs,
+)
 from bot.store.db import Database
-from bot.store.tables import incident_days, incidents, slack_jobs, timeline
+from bot.store.tables import incident_days, incidents, slack_jobs, timeline, timers
 
 
 class ConcurrentUpdate(Exception):
@@ -44,6 +53,9 @@ _INCIDENT_FIELDS = [
     "resolved_by",
     "resolution_summary",
     "root_cause",
+    "snoozed_until",
+    "done",
+    "paged",
 ]
 _REF_FIELDS = [
     "origin_channel_id",
@@ -64,10 +76,135 @@ def _record(row: RowMapping) -> IncidentRecord:
     incident.services = list(incident.services or [])
     incident.tags = list(incident.tags or [])
     incident.roles = dict(incident.roles or {})
+    incident.done = list(incident.done or [])
+    incident.paged = list(incident.paged or [])
     return IncidentRecord(incident, SlackRefs(**{name: row[name] for name in _REF_FIELDS}))
 
 
-class SqlTx:
+class _TimerMixin:
+    c: AsyncConnection
+    _postgres: bool
+
+    async def replan_timers(self, incident_id: str, planned: list[Timer], *, now: datetime) -> None:
+        """Make the incident's timers match the plan.
+
+        New keys are added; a pending timer whose due time moved is moved; a pending timer
+        no longer planned is cancelled unless it is already due (a due timer always fires,
+        and `fire` decides whether it still matters); fired timers are never re-armed.
+        """
+        rows = (
+            await self.c.execute(
+                select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
+                    timers.c.incident_id == incident_id
+                )
+            )
+        ).all()
+        existing = {row.key: row for row in rows}
+        wanted = {timer.key: timer for timer in planned}
+        new = [
+            {
+                "incident_id": incident_id,
+                "key": timer.key,
+                "kind": str(timer.kind),
+                "due_at": timer.due,
+                "data": timer.data,
+                "state": "pending",
+            }
+            for key, timer in wanted.items()
+            if key not in existing
+        ]
+        if new:
+            await self.c.execute(insert(timers), new)
+        for key, row in existing.items():
+            timer = wanted.get(key)
+            if timer is not None and row.state in ("pending", "cancelled"):
+                if row.state == "cancelled" or row.due_at != timer.due:
+                    await self.c.execute(
+                        update(timers)
+                        .where(timers.c.id == row.id)
+                        .values(state="pending", due_at=timer.due, data=timer.data)
+                    )
+            elif timer is None and row.state == "pending" and row.due_at > now:
+                await self.c.execute(
+                    update(timers).where(timers.c.id == row.id).values(state="cancelled")
+                )
+
+    async def claim_timers(
+        self, *, now: datetime, worker: str, limit: int, lease_seconds: int
+    ) -> list[ClaimedTimer]:
+        """Claim due timers (and ones whose claimant died): marked `firing` for this worker.
+
+        On PostgreSQL the claim skips rows another process holds, so each timer is claimed
+        by one process; `fire_timer` then fires it under the incident's lock, once.
+        """
+        claimable = or_(
+            and_(timers.c.state == "pending", timers.c.due_at <= now),
+            and_(timers.c.state == "firing", timers.c.locked_until < now),
+        )
+        statement = select(timers).where(claimable).order_by(timers.c.due_at, timers.c.id)
+        statement = statement.limit(limit)
+        if self._postgres:
+            statement = statement.with_for_update(skip_locked=True)
+        rows = list((await self.c.execute(statement)).mappings())
+        if not rows:
+            return []
+        await self.c.execute(
+            update(timers)
+            .where(timers.c.id.in_([row["id"] for row in rows]))
+            .values(
+                state="firing",
+                locked_by=worker,
+                locked_until=now + timedelta(seconds=lease_seconds),
+            )
+        )
+        return [
+            ClaimedTimer(
+                id=row["id"],
+                incident_id=row["incident_id"],
+                timer=Timer(
+                    key=row["key"],
+                    kind=TimerKind(row["kind"]),
+                    due=row["due_at"],
+                    data=dict(row["data"] or {}),
+                ),
+            )
+            for row in rows
+        ]
+
+    async def mark_fired(self, timer_id: int, *, worker: str, now: datetime) -> bool:
+        """Mark a claimed timer fired; False if this worker no longer holds it."""
+        result = await self.c.execute(
+            update(timers)
+            .where(
+                timers.c.id == timer_id, timers.c.state == "firing", timers.c.locked_by == worker
+            )
+            .values(state="fired", fired_at=now, locked_until=None)
+        )
+        return bool(result.rowcount == 1)
+
+    async def next_timer_due(self) -> datetime | None:
+        statement = (
+            select(timers.c.due_at)
+            .where(timers.c.state == "pending")
+            .order_by(timers.c.due_at)
+            .limit(1)
+        )
+        value: datetime | None = (await self.c.execute(statement)).scalar_one_or_none()
+        return value
+
+    async def pending_timers(self, incident_id: str) -> list[Timer]:
+        statement = (
+            select(timers)
+            .where(timers.c.incident_id == incident_id, timers.c.state == "pending")
+            .order_by(timers.c.due_at)
+        )
+        return [
+            Timer(row["key"], TimerKind(row["kind"]), row["due_at"], dict(row["data"] or {}))
+            for row in (await self.c.execute(statement)).mappings()
+        ]
+
+
+class SqlTx(_TimerMixin):
     def __init__(self, connection: AsyncConnection) -> None:
         self.c = connection
         self._postgres = connection.dialect.name == "postgresql"

@@ -87,6 +87,9 @@ incidents = Table(
     Column("resolved_by", String(32)),
     Column("resolution_summary", Text, nullable=False),
     Column("root_cause", Text, nullable=False),
+    Column("snoozed_until", UTCDateTime),
+    Column("done", Json, nullable=False, default=list),
+    Column("paged", Json, nullable=False, default=list),
     Column("version", Integer, nullable=False),
     # Where the incident lives in Slack: written by the worker from what Slack returned.
     Column("origin_channel_id", String(32)),
@@ -132,4 +135,23 @@ slack_jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Index("ix_slack_jobs_state_run_after", "state", "run_after"),
+)
+
+timers = Table(
+    "timers",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("incident_id", String(32), ForeignKey("incidents.id"), nullable=False),
+    Column("key", String(120), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("data", Json, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | firing | fired | cancelled
+    Column("locked_by", String(64)),
+    Column("locked_until", UTCDateTime),
+    Column("fired_at", UTCDateTime),
+    UniqueConstraint("incident_id", "key"),
+    Index("ix_timers_state_due_at", "state", "due_at"),
 )
