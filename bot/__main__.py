@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -78,6 +79,22 @@ def policy_check(path: Path) -> int:
     return 0
 
 
+def policy_simulate(word: str, path: Path | None) -> int:
+    from bot.simulate import simulate
+
+    if path is None and os.environ.get("POLICY_FILE"):
+        path = Path(os.environ["POLICY_FILE"])
+    try:
+        policy = load_policy(path)
+        lines = simulate(policy, word)
+    except (PolicyError, ValueError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"If nobody answers a {policy.get(word).name} incident ({path or 'built-in policy'}):")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -85,12 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     policy = sub.add_parser("policy", help="policy tools")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate a policy file")
+    check = policy_sub.add_parser("check", help="validate a policy file (and the playbooks)")
     check.add_argument("file", type=Path)
+    simulate = policy_sub.add_parser(
+        "simulate", help="who is notified when, minute by minute, if nobody answers"
+    )
+    simulate.add_argument("severity")
+    simulate.add_argument("--policy", type=Path, default=None, help="default: POLICY_FILE")
     demo = sub.add_parser("demo", help="a scripted incident against a local Slack stand-in")
     demo.add_argument("--database-url", default=None)
     args = parser.parse_args(argv)
 
+    if args.command == "policy" and args.policy_command == "simulate":
+        return policy_simulate(args.severity, args.policy)
     if args.command == "policy":
         return policy_check(args.file)
     if args.command == "demo":

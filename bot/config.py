@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     policy_file: Path | None = None
     playbooks_dir: Path = Path("playbooks")
     log_level: str = "INFO"
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
 
     @field_validator("slack_bot_token")
     @classmethod

@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.domain.policy import Policy, load_policy
+from bot.integrations.pagerduty import PagerDuty
 from bot.metrics import render_metrics
 from bot.service.incidents import IncidentService
 from bot.slack.app import Background, Identity, build_app
@@ -75,6 +76,7 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _socket: AsyncSocketModeHandler | None = None
+    _closed: bool = False
 
     @classmethod
     async def create(
@@ -95,7 +97,10 @@ class Runtime:
         inline = web_client(settings, retry_inline=True)
         identity = Identity(token=settings.slack_bot_token.get_secret_value())
         executor = SlackExecutor(
-            client=web_client(settings, retry_inline=False), store=store, policy=policy
+            client=web_client(settings, retry_inline=False),
+            store=store,
+            policy=policy,
+            pagerduty=PagerDuty(events_url=settings.pagerduty_events_url),
         )
         worker = Worker(
             store=store, run_job=executor, clock=clock, name=worker_name, poll_seconds=poll_seconds
@@ -174,6 +179,10 @@ class Runtime:
         raise RuntimeError("the bot did not settle")
 
     async def close(self) -> None:
+        """Stop serving and working; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
         self.worker.stop()
         for task in self._tasks:
             task.cancel()

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from bot.clock import FakeClock
 from bot.config import Settings
 from bot.devtools.driver import SlackDriver
+from bot.devtools.fakepagerduty import FakePagerDuty
 from bot.devtools.fakeslack import FakeSlack
 from bot.domain.policy import Policy, default_policy
 from bot.runtime import Runtime
@@ -76,6 +77,12 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 @pytest.fixture
+async def pagerduty() -> AsyncIterator[FakePagerDuty]:
+    async with FakePagerDuty() as server:
+        yield server
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
@@ -98,19 +105,33 @@ def settings_for(fake: FakeSlack, database_url: str, **extra: object) -> Setting
 
 @pytest.fixture
 async def slack(
-    fake: FakeSlack, database: Database, clock: FakeClock, policy: Policy
+    fake: FakeSlack,
+    database: Database,
+    clock: FakeClock,
+    policy: Policy,
+    pagerduty: FakePagerDuty,
 ) -> AsyncIterator[Slack]:
     """The bot serving HTTP against the fake Slack; its worker is run by `slack.settle()`."""
     general = fake.add_channel("general", members=[ALICE, BOB, CAROL])
     fake.add_channel("incidents", members=[ALICE, BOB, CAROL], bot_is_member=False)
     runtime = await Runtime.create(
-        settings_for(fake, database.url), clock=clock, policy=policy, database=database
+        settings_for(fake, database.url, pagerduty_events_url=pagerduty.url),
+        clock=clock,
+        policy=policy,
+        database=database,
     )
     port = await runtime.start(host="127.0.0.1", port=0, worker=False)
     async with SlackDriver(
         bot_url=f"http://127.0.0.1:{port}", signing_secret=SIGNING_SECRET, fake=fake
     ) as driver:
-        yield Slack(fake=fake, driver=driver, bot=runtime, clock=clock, general=general)
+        yield Slack(
+            fake=fake,
+            driver=driver,
+            bot=runtime,
+            clock=clock,
+            general=general,
+            pagerduty=pagerduty,
+        )
     await runtime.close()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.clock import FakeClock
 from bot.devtools.driver import ActionReply, CommandReply, SlackDriver, view_values_from
+from bot.devtools.fakepagerduty import FakePagerDuty
 from bot.devtools.fakeslack import Channel, FakeSlack, Message
 from bot.runtime import Runtime
 from bot.service.ports import IncidentRecord
@@ -32,6 +33,7 @@ class Slack:
     bot: Runtime
     clock: FakeClock
     general: str
+    pagerduty: FakePagerDuty
 
     async def settle(self) -> None:
         """Let the bot finish: background replies, then every due Slack job."""

@@ -136,6 +136,15 @@ def plan(incident: Incident, policy: Policy, now: datetime) -> list[Timer]:
     return timers
 
 
+def replan(pending: dict[str, Timer], planned: list[Timer], now: datetime) -> dict[str, Timer]:
+    """The re-planning rule (the store applies the same rule to its rows): planned timers
+    are added or moved; a pending timer no longer planned is dropped unless it is already
+    due (a due timer always fires, and `fire` decides whether it still matters)."""
+    result = {key: timer for key, timer in pending.items() if timer.due <= now}
+    result.update({timer.key: timer for timer in planned})
+    return result
+
+
 def _nudges(incident: Incident, policy: Policy, now: datetime) -> list[Timer]:
     interval = policy.get(incident.severity).update_interval
     due = incident.next_update_due(policy)

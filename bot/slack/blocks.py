@@ -440,7 +440,8 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
             how = (
                 f"{actor} escalated" if event.get("manual") else "⏰ Nobody acknowledged: escalated"
             )
-            return _line(state, f"📣 {how} to level {event.get('level')}: {who}.{reason}")
+            paged = " PagerDuty paged." if event.get("pagerduty") else ""
+            return _line(state, f"📣 {how} to level {event.get('level')}: {who}.{reason}{paged}")
     return _line(state, escape(str(event.get("text", template))))
 
 

@@ -20,6 +20,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain.naming import channel_name
 from bot.domain.policy import Policy
+from bot.integrations.pagerduty import PagerDuty, pd_severity
 from bot.service.incidents import ANNOUNCE, CHANNEL, snapshot
 from bot.service.ports import IncidentRecord, Job, JobFailed, JobKind, JobRetry, Store
 from bot.slack import blocks, texts
@@ -58,10 +59,18 @@ def classify(exc: Exception) -> Exception:
 
 
 class SlackExecutor:
-    def __init__(self, *, client: AsyncWebClient, store: Store, policy: Policy) -> None:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        store: Store,
+        policy: Policy,
+        pagerduty: PagerDuty | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.policy = policy
+        self.pagerduty = pagerduty or PagerDuty()
         self._announce_id: str | None = None
         self._topics: dict[str, str] = {}
 
@@ -90,6 +99,8 @@ class SlackExecutor:
                 return await self._post(job, record)
             case JobKind.RESPOND:
                 return await self._respond(job, record)
+            case JobKind.PAGERDUTY:
+                return await self._page(job, record)
         raise JobFailed(f"unknown job kind {job.kind}")
 
     async def _record(self, job: Job) -> IncidentRecord:
@@ -334,6 +345,29 @@ class SlackExecutor:
                 job, channel=channel, message=message, step=target
             )
         return posted
+
+    async def _page(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Trigger or resolve a PagerDuty page; the channel hears about trouble with it."""
+        action = str(job.payload.get("action", "trigger"))
+        key = str(job.payload["routing_key"])
+        try:
+            result = await self.pagerduty.send(
+                routing_key=key,
+                action=action,
+                dedup_key=record.incident.id,
+                summary=str(job.payload.get("summary", "")),
+                severity=pd_severity(self.policy.rank(record.incident.severity)),
+            )
+        except JobRetry as trouble:
+            if job.attempts == 1:
+                await self._notice(record, texts.pagerduty_trouble(str(trouble), retrying=True))
+            raise
+        except JobFailed as refusal:
+            await self._notice(record, texts.pagerduty_trouble(str(refusal), retrying=False))
+            raise
+        if job.attempts > 1:
+            await self._notice(record, texts.pagerduty_recovered(action))
+        return result
 
     async def _respond(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         url = str(job.payload.get("url") or "")

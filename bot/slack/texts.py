@@ -114,6 +114,18 @@ def announce_failed(error: str) -> str:
     return f"⚠️ Could not post the alert to the announcement channel: `{escape(error)}`."
 
 
+def pagerduty_trouble(error: str, *, retrying: bool) -> str:
+    then = (
+        "The bot keeps retrying." if retrying else "It will not be retried: check the routing key."
+    )
+    return f"⚠️ PagerDuty page not delivered: {escape(error)}. {then}"
+
+
+def pagerduty_recovered(action: str) -> str:
+    done = "page sent" if action == "trigger" else "page resolved"
+    return f"✅ PagerDuty reached after retrying ({done})."
+
+
 def unknown_subcommand(word: str, policy: Policy) -> str:
     return (
         f"`{escape(clip(word, 40))}` is neither a severity nor a subcommand. "

@@ -61,7 +61,12 @@ class Database:
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
+        self._engine_kwargs = engine_kwargs
         self.engine = create_engine(url, **engine_kwargs)
+
+    def reopen(self) -> Database:
+        """A new engine on the same database (as a restarted process would have)."""
+        return Database(self.url, **self._engine_kwargs)
 
     @property
     def dialect(self) -> str:

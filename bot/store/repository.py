@@ -334,7 +334,7 @@ class SqlTx(_TimerMixin):
     async def claim_jobs(
         self, *, now: datetime, worker: str, limit: int, lease_seconds: int
     ) -> list[Job]:
-        """Claim due jobs, at most one per incident: the oldest unfinished job of each.
+        """Claim due jobs, at most one per incident and lane: the oldest unfinished of each.
 
         A job is claimable when pending and due, or running with an expired lease (its
         process died). Jobs of one incident run in the order they were recorded. On
@@ -345,10 +345,18 @@ class SqlTx(_TimerMixin):
             and_(slack_jobs.c.state == JobState.PENDING, slack_jobs.c.run_after <= now),
             and_(slack_jobs.c.state == JobState.RUNNING, slack_jobs.c.locked_until < now),
         )
+        # Two lanes per incident: Slack work in order, paging in order; a PagerDuty outage
+        # never holds up the messages in the channel (nor the other way round).
+        paging = JobKind.PAGERDUTY.value
+        same_lane = or_(
+            and_(slack_jobs.c.kind == paging, earlier.c.kind == paging),
+            and_(slack_jobs.c.kind != paging, earlier.c.kind != paging),
+        )
         blocked = exists().where(
             earlier.c.incident_id == slack_jobs.c.incident_id,
             earlier.c.id < slack_jobs.c.id,
             earlier.c.state.in_([JobState.PENDING, JobState.RUNNING]),
+            same_lane,
         )
         statement = (
             select(slack_jobs)
