@@ -161,6 +161,7 @@ class Runtime:
             await handler.connect_async()  # type: ignore[no-untyped-call]
             self._socket = handler
         if worker:
+            await self.recover()
             self._tasks.append(asyncio.create_task(self.worker.run_forever()))
         log.info(
             "incident bot ready: %s on port %d, database %s",
@@ -169,6 +170,17 @@ class Runtime:
             self.database.dialect,
         )
         return bound
+
+    async def recover(self) -> None:
+        """Before working: announce this worker alive (PostgreSQL), or take back what a
+        previous run left half-done (SQLite, which only ever has one process)."""
+        if self.database.is_sqlite:
+            async with self.store.transaction() as tx:
+                taken = await tx.recover_single_process()
+            if taken:
+                log.warning("took back %d job(s)/timer(s) left by a previous run", taken)
+        else:
+            await self.database.hold_liveness(self.worker.name)
 
     async def settle(self, *, max_rounds: int = 200) -> None:
         """Run until quiet: background replies, then every due Slack job (tests, demo)."""

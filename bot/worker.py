@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ class Timers(Protocol):
 
 MAX_ATTEMPTS = 15
 MAX_BACKOFF = 300.0
+MIN_SLEEP = 0.02
 
 
 def backoff(attempts: int) -> float:
@@ -57,7 +59,7 @@ class Worker:
         self.store = store
         self.run_job = run_job
         self.clock = clock
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
@@ -145,7 +147,9 @@ class Worker:
         delay = self.poll_seconds
         for due in dues:
             if due is not None:
-                delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
+                delay = min(delay, (due - self.clock.now()).total_seconds())
+        # Something due but not claimable by us (another process holds it): don't spin.
+        delay = max(delay, MIN_SLEEP)
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=delay)

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Held while migrating so that several replicas starting at once do not race (PostgreSQL).
 _MIGRATION_LOCK_KEY = 0x1C1DE7B0
+# Advisory-lock class of worker liveness: each worker holds (class, hashtext(its name)).
+WORKER_LOCK_CLASS = 0x1C1D
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -63,6 +65,7 @@ class Database:
         self.url = url
         self._engine_kwargs = engine_kwargs
         self.engine = create_engine(url, **engine_kwargs)
+        self._liveness: AsyncConnection | None = None
 
     def reopen(self) -> Database:
         """A new engine on the same database (as a restarted process would have)."""
@@ -99,6 +102,27 @@ class Database:
                     )
                     await connection.commit()
 
+    async def hold_liveness(self, worker: str) -> None:
+        """PostgreSQL: hold a session lock named after the worker for as long as it lives.
+
+        When the process dies its connection closes and the lock is free: the rows it had
+        claimed can be taken over at once instead of after their lease (see repository).
+        """
+        if self.dialect != "postgresql" or self._liveness is not None:
+            return
+        connection = await self.engine.connect()
+        await connection.execute(
+            text("SELECT pg_advisory_lock(:cls, hashtext(:name))"),
+            {"cls": WORKER_LOCK_CLASS, "name": worker},
+        )
+        await connection.commit()
+        self._liveness = connection
+
+    async def release_liveness(self) -> None:
+        if self._liveness is not None:
+            await self._liveness.close()
+            self._liveness = None
+
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as connection:
@@ -109,6 +133,7 @@ class Database:
         return True
 
     async def dispose(self) -> None:
+        await self.release_liveness()
         await self.engine.dispose()
 
 

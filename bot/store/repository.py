@@ -25,7 +25,7 @@ from bot.service.ports import (
     NewJob,
     SlackRefs,
 )
-from bot.store.db import Database
+from bot.store.db import WORKER_LOCK_CLASS, Database
 from bot.store.tables import incident_days, incidents, slack_jobs, timeline, timers
 
 
@@ -67,6 +67,26 @@ _REF_FIELDS = [
 ]
 
 
+def _blocked() -> Any:
+    """True for a job with an unfinished earlier job of the same incident and lane.
+
+    Two lanes per incident: Slack work in order, paging in order; a PagerDuty outage never
+    holds up the messages in the channel (nor the other way round).
+    """
+    earlier = slack_jobs.alias("earlier")
+    paging = JobKind.PAGERDUTY.value
+    same_lane = or_(
+        and_(slack_jobs.c.kind == paging, earlier.c.kind == paging),
+        and_(slack_jobs.c.kind != paging, earlier.c.kind != paging),
+    )
+    return exists().where(
+        earlier.c.incident_id == slack_jobs.c.incident_id,
+        earlier.c.id < slack_jobs.c.id,
+        earlier.c.state.in_([JobState.PENDING, JobState.RUNNING]),
+        same_lane,
+    )
+
+
 def _record(row: RowMapping) -> IncidentRecord:
     incident = Incident(
         id=row["id"],
@@ -84,6 +104,28 @@ def _record(row: RowMapping) -> IncidentRecord:
 class _TimerMixin:
     c: AsyncConnection
     _postgres: bool
+
+    def _abandoned(self, locked_by: Any, locked_until: Any, now: datetime) -> Any:
+        """A claimed row whose claimant is gone: lease expired, or (PostgreSQL) the worker's
+        liveness lock is free because its process died. The transaction-level probe lock
+        is released at commit."""
+        expired = locked_until < now
+        if not self._postgres:
+            return expired
+        probe = func.pg_try_advisory_xact_lock(WORKER_LOCK_CLASS, func.hashtext(locked_by))
+        return or_(expired, probe)
+
+    async def recover_single_process(self) -> int:
+        """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
+        jobs = await self.c.execute(
+            update(slack_jobs)
+            .where(slack_jobs.c.state == JobState.RUNNING)
+            .values(state=JobState.PENDING, locked_until=None)
+        )
+        fired = await self.c.execute(
+            update(timers).where(timers.c.state == "firing").values(state="pending")
+        )
+        return int(jobs.rowcount or 0) + int(fired.rowcount or 0)
 
     async def replan_timers(self, incident_id: str, planned: list[Timer], *, now: datetime) -> None:
         """Make the incident's timers match the plan.
@@ -139,7 +181,10 @@ class _TimerMixin:
         """
         claimable = or_(
             and_(timers.c.state == "pending", timers.c.due_at <= now),
-            and_(timers.c.state == "firing", timers.c.locked_until < now),
+            and_(
+                timers.c.state == "firing",
+                self._abandoned(timers.c.locked_by, timers.c.locked_until, now),
+            ),
         )
         statement = select(timers).where(claimable).order_by(timers.c.due_at, timers.c.id)
         statement = statement.limit(limit)
@@ -340,24 +385,14 @@ class SqlTx(_TimerMixin):
         process died). Jobs of one incident run in the order they were recorded. On
         PostgreSQL the rows are locked with SKIP LOCKED, so replicas never share a job.
         """
-        earlier = slack_jobs.alias("earlier")
         claimable = or_(
             and_(slack_jobs.c.state == JobState.PENDING, slack_jobs.c.run_after <= now),
-            and_(slack_jobs.c.state == JobState.RUNNING, slack_jobs.c.locked_until < now),
+            and_(
+                slack_jobs.c.state == JobState.RUNNING,
+                self._abandoned(slack_jobs.c.locked_by, slack_jobs.c.locked_until, now),
+            ),
         )
-        # Two lanes per incident: Slack work in order, paging in order; a PagerDuty outage
-        # never holds up the messages in the channel (nor the other way round).
-        paging = JobKind.PAGERDUTY.value
-        same_lane = or_(
-            and_(slack_jobs.c.kind == paging, earlier.c.kind == paging),
-            and_(slack_jobs.c.kind != paging, earlier.c.kind != paging),
-        )
-        blocked = exists().where(
-            earlier.c.incident_id == slack_jobs.c.incident_id,
-            earlier.c.id < slack_jobs.c.id,
-            earlier.c.state.in_([JobState.PENDING, JobState.RUNNING]),
-            same_lane,
-        )
+        blocked = _blocked()
         statement = (
             select(slack_jobs)
             .where(claimable, or_(slack_jobs.c.incident_id.is_(None), ~blocked))
@@ -426,9 +461,13 @@ class SqlTx(_TimerMixin):
         )
 
     async def next_job_due(self) -> datetime | None:
+        """When the next job can run: the earliest pending job not waiting behind another."""
         statement = (
             select(slack_jobs.c.run_after)
-            .where(slack_jobs.c.state == JobState.PENDING)
+            .where(
+                slack_jobs.c.state == JobState.PENDING,
+                or_(slack_jobs.c.incident_id.is_(None), ~_blocked()),
+            )
             .order_by(slack_jobs.c.run_after)
             .limit(1)
         )
