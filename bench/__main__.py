@@ -1,0 +1,17 @@
+"""`make bench`: every benchmark, each printing its table."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import ack_latency, timers
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0]]
+    ack_latency.main()
+    timers.main()
+
+
+if __name__ == "__main__":
+    main()

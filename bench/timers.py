@@ -1,0 +1,125 @@
+"""Timer lateness with many open incidents, and the worker's CPU while nothing is due.
+
+N acknowledged SEV2 incidents are declared so that each one's next update nudge falls at a
+random moment of a measurement window; the real worker (real clock, real database) fires
+them. Slack work is replaced by a no-op runner: this measures the clock machinery (claim,
+fire under the incident lock, record, re-plan), not Slack. Then, with nothing due, the
+worker's CPU use is sampled.
+
+    python -m bench.timers [--incidents 10000] [--window 60] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.clock import SystemClock
+from bot.domain.policy import default_policy
+from bot.service.incidents import IncidentService
+from bot.service.ports import Job
+from bot.store.db import Database
+from bot.store.repository import SqlStore
+from bot.worker import Worker
+
+
+class SetupClock:
+    """The real clock, except while the bench places incidents in the past."""
+
+    def __init__(self) -> None:
+        self.fixed: datetime | None = None
+        self.real = SystemClock()
+
+    def now(self) -> datetime:
+        return self.fixed or self.real.now()
+
+
+async def no_slack(job: Job) -> dict[str, Any]:
+    del job
+    return {}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+async def run(incidents: int, window: float, database_url: str | None, idle: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        database = Database(url)
+        await database.migrate()
+        store = SqlStore(database)
+        policy = default_policy()
+        interval = policy.get("sev2").update_interval
+        assert interval is not None
+        clock = SetupClock()
+        worker = Worker(store=store, run_job=no_slack, clock=clock, concurrency=64)
+        service = IncidentService(store=store, policy=policy, clock=clock, wake=worker.wake)
+        worker.timers = service
+
+        lead = 15.0 + incidents * 0.015  # time to place them and drain their jobs first
+        start = clock.real.now() + timedelta(seconds=lead)
+        rng = random.Random(7)
+        placed = time.perf_counter()
+        for n in range(incidents):
+            due = start + timedelta(seconds=rng.uniform(0, window))
+            clock.fixed = due - interval
+            outcome = await service.declare(severity="sev2", title=f"bench {n}", by="U0BENCH")
+            clock.fixed = due - interval + timedelta(seconds=1)
+            await service.acknowledge(by="U0BENCH", incident_id=outcome.incident.id)
+        clock.fixed = None
+        placed = time.perf_counter() - placed
+        await worker.drain()  # the declarations' Slack jobs (no-op)
+        service.fired.clear()
+        if clock.now() > start:
+            print(f"warning: placing took {placed:.0f}s, past the window start; raise the lead")
+
+        task = asyncio.create_task(worker.run_forever())
+        end = start + timedelta(seconds=window + 3)
+        await asyncio.sleep(max(0.0, (end - clock.now()).total_seconds()))
+        nudges = [late for kind, late, _ in service.fired if kind == "nudge"]
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.sleep(idle)
+        cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        worker.stop()
+        await task
+        await database.dispose()
+
+    print(
+        f"\nTimers: {incidents} open incidents, nudges due across {window:.0f}s "
+        f"({database.dialect}; placed in {placed:.0f}s)"
+    )
+    print(f"| {'measure':<34} | {'value':>12} |")
+    print(f"|{'-' * 36}|{'-' * 14}|")
+    rows = [
+        ("nudges fired", f"{len(nudges)}"),
+        ("lateness p50", f"{statistics.median(nudges) * 1000:.0f} ms" if nudges else "—"),
+        ("lateness p99", f"{percentile(nudges, 0.99) * 1000:.0f} ms" if nudges else "—"),
+        ("lateness max", f"{max(nudges) * 1000:.0f} ms" if nudges else "—"),
+        (f"worker CPU while idle ({idle:.0f}s)", f"{cpu * 100:.2f} % of a core"),
+    ]
+    for name, value in rows:
+        print(f"| {name:<34} | {value:>12} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--incidents", type=int, default=10_000)
+    parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    asyncio.run(run(args.incidents, args.window, args.database_url, args.idle))
+
+
+if __name__ == "__main__":
+    main()
