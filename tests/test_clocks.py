@@ -343,3 +343,33 @@ async def test_drills_page_nobody(slack: Slack) -> None:
     assert outcome.incident.drill
     assert not slack.pagerduty.events
     assert not posted(slack, "incidents", "practice")
+
+
+async def test_drill_is_marked_pings_nobody_and_reports_the_times(slack: Slack) -> None:
+    reply = await slack.command("drill sev1 practice: payments down")
+    assert reply.text is not None
+    assert reply.text.startswith("🧪 Drill *INC-20261122-001* declared (SEV1)")
+    channel = slack.incident_channel()
+    assert channel.name == "inc-20261122-001-drill-practice-payments-down"
+    assert channel.topic.startswith("DRILL | SEV1")
+    alert = message_text(slack.alert(channel))
+    assert "🧪 DRILL · 🚨 INCIDENT ALERT - SEV1" in alert
+    assert "nobody: this is a drill (would notify `S0MGMT`, `S0ONCALL`)" in alert
+    await advance(slack, 16)  # the response target and level 2 pass
+    await slack.command("ack", user=BOB, channel=channel.id)
+    await advance(slack, 20)
+    await slack.command("update practising the failover", user=BOB, channel=channel.id)
+    await advance(slack, 4)
+    await slack.command("resolve failed over", user=BOB, channel=channel.id)
+    everything = "\n".join(slack.texts(channel))
+    assert "<!subteam^" not in everything
+    assert "<@U0MANAGER>" not in everything
+    assert all("DRILL" in m.text for m in channel.messages if m.user == slack.fake.bot_user_id)
+    assert not slack.fake.channel("incidents").messages, "nothing outside the channel"
+    assert not slack.pagerduty.events
+    report = message_text(channel.messages[-1])
+    assert "🧪 Drill report" in report
+    assert "Time to acknowledge: 16m (target 5m) ❌" in report
+    assert "Time to resolve: 40m (target 1h) ✅" in report
+    assert "Status updates: 1, 0 before their nudge (every 30m) ❌" in report
+    assert "Escalated automatically 1 time(s)" in report

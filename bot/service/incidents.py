@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bot.clock import Clock
 from bot.domain import clocks
+from bot.domain.drill import drill_report
 from bot.domain.errors import InvalidCommand, NotFound
 from bot.domain.incident import Event, EventKind, Incident
 from bot.domain.naming import incident_id
@@ -239,11 +240,14 @@ class IncidentService:
         incident_id: str | None = None,
         channel_id: str | None = None,
         change: Callable[[Incident, datetime], list[Event]],
+        enrich: Callable[[Tx, Incident, list[Event]], Awaitable[None]] | None = None,
     ) -> Outcome:
         now = self.clock.now()
         async with self.store.transaction() as tx:
             record = await self._load(tx, incident_id=incident_id, channel_id=channel_id)
             events = change(record.incident, now)
+            if enrich is not None:
+                await enrich(tx, record.incident, events)
             await tx.save(record.incident)
             await tx.add_events(record.incident.id, events)
             await tx.enqueue(self._jobs_for(record.incident, events), now=now)
@@ -447,7 +451,18 @@ class IncidentService:
             change=lambda incident, now: incident.resolve(
                 by=by, summary=summary, root_cause=root_cause, now=now
             ),
+            enrich=self._drill_report,
         )
+
+    async def _drill_report(self, tx: Tx, incident: Incident, events: list[Event]) -> None:
+        """A drill's resolution carries the team's times against the policy's targets."""
+        if not incident.drill:
+            return
+        entries = await tx.timeline(incident.id)
+        report = drill_report(incident, entries, self.policy)
+        for event in events:
+            if event.kind == EventKind.RESOLVED:
+                event.data["drill_report"] = report
 
     async def snooze(
         self,

@@ -103,6 +103,14 @@ def _drill(state: dict[str, Any]) -> str:
     return f"{texts.DRILL_MARK} · " if state.get("drill") else ""
 
 
+def _targets(state: dict[str, Any], targets: list[str]) -> str:
+    """Who is notified: mentions, or for a drill the names only (a drill pages nobody)."""
+    if state.get("drill"):
+        would = ", ".join(f"`{t}`" for t in targets)
+        return f"nobody: this is a drill{f' (would notify {would})' if would else ''}"
+    return mentions(targets) if targets else texts.NO_TARGETS
+
+
 def _title(state: dict[str, Any]) -> str:
     return escape(str(state.get("title", "")))
 
@@ -154,11 +162,15 @@ def alert(
         )
     else:
         blocks.append(
-            _context(f"Paging: {mentions(paging)}" if paging else f"⚠️ {texts.NO_TARGETS}")
+            _context(
+                f"Paging: {_targets(state, paging)}"
+                if paging or state.get("drill")
+                else f"⚠️ {texts.NO_TARGETS}"
+            )
         )
         blocks.append(alert_buttons(state["id"]))
     fallback = f"{_drill(state)}{head} - {severity}: {clip(_title(state), 200)} ({state['id']})"
-    if paging and not resolved:
+    if paging and not resolved and not state.get("drill"):
         fallback += f" · {mentions(paging)}"
     return Message(fallback, _dicts(blocks))
 
@@ -239,6 +251,8 @@ def resolution_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
         _section(f"*Resolution*\n{escape(event.get('summary', ''))}"),
         _section(f"*Root cause*\n{escape(event.get('root_cause') or '') or _TBD}"),
     ]
+    if state.get("drill") and event.get("drill_report"):
+        blocks.append(_section("*🧪 Drill report*\n" + "\n".join(event["drill_report"])))
     fallback = (
         f"{_drill(state)}✅ INCIDENT RESOLVED - {severity} ({state['id']}) after {duration}: "
         f"{clip(escape(event.get('summary', '')), 300)}"
@@ -307,7 +321,7 @@ def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
     match template:
         case "ack_target_missed":
             targets = list(event.get("notify") or [])
-            who = mentions(targets) if targets else texts.NO_TARGETS
+            who = _targets(state, targets)
             return _line(
                 state,
                 f"⏰ Nobody has acknowledged within the {event.get('target')} response target "
@@ -343,7 +357,7 @@ def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
             )
         case "open_escalated":
             targets = list(event.get("notify") or [])
-            who = mentions(targets) if targets else texts.NO_TARGETS
+            who = _targets(state, targets)
             return _line(
                 state,
                 f"📣 {state['severity']} open for {event.get('after')}, still unresolved: {who}",
@@ -435,7 +449,11 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
             return _line(state, f"📝 Note from {actor}: {escape(event.get('text', ''))}")
         case "escalated":
             targets = list(event.get("notify") or [])
-            who = mentions(targets) if targets else f"nobody ({texts.NO_TARGETS})"
+            who = (
+                _targets(state, targets)
+                if targets or state.get("drill")
+                else (f"nobody ({texts.NO_TARGETS})")
+            )
             reason = f" Reason: {escape(event['reason'])}" if event.get("reason") else ""
             how = (
                 f"{actor} escalated" if event.get("manual") else "⏰ Nobody acknowledged: escalated"

@@ -26,7 +26,6 @@ LATER = {
     "postmortem": "building the post-mortem draft",
     "action": "action items",
     "stats": "incident statistics",
-    "drill": "practice incidents (drills)",
 }
 
 
@@ -142,6 +141,16 @@ async def handle(text: str, ctx: Context) -> Reply:
         return Reply(message.text, message.blocks)
     if word in LATER:
         return Reply(f"`/incident {word}` ({LATER[word]}) is not available in this version yet.")
+    drill = word == "drill"
+    if drill:
+        word, rest = split(rest)
+        if not word:
+            raise InvalidCommand(
+                "Write `/incident drill <severity> <title>`, e.g. "
+                "`/incident drill sev2 practice: payment down`."
+            )
+        if policy.severity(word) is None:
+            raise InvalidCommand(f"`{word}` is not a severity. {texts.usage_declare(policy)}")
     if policy.severity(word) is not None:
         title = rest
         if not title.strip():
@@ -152,6 +161,7 @@ async def handle(text: str, ctx: Context) -> Reply:
             by=ctx.user,
             origin_channel_id=ctx.channel,
             response_url=ctx.response_url,
+            drill=drill,
         )
         incident = outcome.incident
         return Reply(
@@ -160,6 +170,7 @@ async def handle(text: str, ctx: Context) -> Reply:
                 incident.severity,
                 incident.title,
                 channel_name(incident.id, incident.title, drill=incident.drill),
+                drill=incident.drill,
             )
         )
     if word not in IN_CHANNEL:

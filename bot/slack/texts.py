@@ -68,6 +68,7 @@ def help_text(policy: Policy) -> str:
             f"`/incident <severity> <title>`: declare (severities: {policy.severity_words()})",
             "`/incident`: open the declare form",
             "`/incident list`: open incidents · `/incident help`: this text",
+            "`/incident drill <severity> <title>`: a practice incident (pages nobody)",
             "*In an incident's channel:*",
             "`/incident ack`: acknowledge (stops the escalation)",
             "`/incident update <text>`: post a status update (no text: the form)",
@@ -92,9 +93,12 @@ def usage_declare(policy: Policy) -> str:
     )
 
 
-def declared(incident_id: str, severity: str, title: str, channel_name: str) -> str:
+def declared(
+    incident_id: str, severity: str, title: str, channel_name: str, *, drill: bool = False
+) -> str:
+    kind = "🧪 Drill" if drill else "🚨"
     return (
-        f"🚨 *{incident_id}* declared ({severity}): {escape(title)}. "
+        f"{kind} *{incident_id}* declared ({severity}): {escape(title)}. "
         f"Opening its channel #{channel_name} and posting the alert…"
     )
 
