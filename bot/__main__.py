@@ -56,6 +56,34 @@ async def _migrate(settings: Settings) -> None:
     print("database is at the newest schema")
 
 
+async def _export_postmortem(incident_id: str, out: Path | None) -> int:
+    """Needs only the database (DATABASE_URL, POLICY_FILE from the environment or .env)."""
+    from bot.clock import SystemClock
+    from bot.config import StorageSettings
+    from bot.domain.errors import NotFound
+    from bot.service.incidents import IncidentService
+    from bot.store.db import Database
+    from bot.store.repository import SqlStore
+
+    storage = StorageSettings()
+    database = Database(storage.database_url)
+    try:
+        await database.migrate()
+        service = IncidentService(
+            store=SqlStore(database), policy=load_policy(storage.policy_file), clock=SystemClock()
+        )
+        filename, markdown = await service.postmortem(incident_id.upper())
+    except (NotFound, PolicyError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    finally:
+        await database.dispose()
+    target = out or Path(filename)
+    target.write_text(markdown, encoding="utf-8")
+    print(f"wrote {target} ({len(markdown.splitlines())} lines)")
+    return 0
+
+
 def policy_check(path: Path) -> int:
     try:
         policy = load_policy(path)
@@ -109,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     simulate.add_argument("severity")
     simulate.add_argument("--policy", type=Path, default=None, help="default: POLICY_FILE")
+    export = sub.add_parser("postmortem", help="write an incident's post-mortem draft to a file")
+    export.add_argument("incident", help="INC-YYYYMMDD-NNN")
+    export.add_argument("--out", type=Path, default=None, help="default: INC-…-postmortem.md")
     demo = sub.add_parser("demo", help="a scripted incident against a local Slack stand-in")
     demo.add_argument("--database-url", default=None)
     args = parser.parse_args(argv)
@@ -117,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return policy_simulate(args.severity, args.policy)
     if args.command == "policy":
         return policy_check(args.file)
+    if args.command == "postmortem":
+        return asyncio.run(_export_postmortem(args.incident, args.out))
     if args.command == "demo":
         from bot.demo import run_demo
 

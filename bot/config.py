@@ -10,6 +10,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 
+def database_url(value: str) -> str:
+    """Accept postgres:// URLs as platforms give them; insist on an async driver."""
+    if value.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + value.split("://", 1)[1]
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    return value
+
+
 class Settings(BaseSettings):
     """Every setting of DESIGN §1. Secrets are `SecretStr`, so a repr or a log never shows them."""
 
@@ -63,11 +72,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if value.startswith("postgres://") or value.startswith("postgresql://"):
-            return "postgresql+asyncpg://" + value.split("://", 1)[1]
-        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
-        return value
+        return database_url(value)
 
     @field_validator("log_level")
     @classmethod
@@ -80,6 +85,20 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+
+class StorageSettings(BaseSettings):
+    """What the offline tools (post-mortem export) need: the database and the policy."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite+aiosqlite:///incidents.db"
+    policy_file: Path | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return database_url(value)
 
 
 class SettingsError(Exception):

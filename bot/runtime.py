@@ -27,6 +27,7 @@ from bot.config import Settings
 from bot.domain.policy import Policy, load_policy
 from bot.integrations.pagerduty import PagerDuty
 from bot.metrics import render_metrics
+from bot.playbooks import load_playbooks
 from bot.service.incidents import IncidentService
 from bot.slack.app import Background, Identity, build_app
 from bot.slack.executor import SlackExecutor
@@ -90,6 +91,7 @@ class Runtime:
         database: Database | None = None,
     ) -> Runtime:
         policy = policy or load_policy(settings.policy_file)
+        playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
         clock = clock or SystemClock()
         database = database or Database(settings.database_url)
         await database.migrate()
@@ -101,12 +103,16 @@ class Runtime:
             store=store,
             policy=policy,
             pagerduty=PagerDuty(events_url=settings.pagerduty_events_url),
+            playbooks=playbooks,
         )
         worker = Worker(
             store=store, run_job=executor, clock=clock, name=worker_name, poll_seconds=poll_seconds
         )
-        service = IncidentService(store=store, policy=policy, clock=clock, wake=worker.wake)
+        service = IncidentService(
+            store=store, policy=policy, clock=clock, wake=worker.wake, playbooks=playbooks
+        )
         worker.timers = service
+        executor.service = service
         background = Background()
         bolt = build_app(
             service=service,

@@ -82,7 +82,8 @@ class Worker:
                 lease_seconds=self.lease_seconds,
             )
         if jobs:
-            await asyncio.gather(*(self._run(job) for job in jobs))
+            outcomes = await asyncio.gather(*(self._run(job) for job in jobs))
+            await self._record(outcomes)
         return fired + len(jobs)
 
     async def drain(self, *, max_rounds: int = 1000) -> None:
@@ -91,51 +92,56 @@ class Worker:
             if not await self.run_once():
                 return
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> tuple[Job, str, Any]:
+        """Run one job; returns (job, "done" | "retry" | "failed", result or error)."""
         try:
             result = await self.run_job(job)
         except JobRetry as retry:
-            await self._retry(job, str(retry), retry.after)
+            return job, "retry", (str(retry), retry.after)
         except JobFailed as failure:
             log.error(
                 "slack job %s (%s) for %s failed: %s", job.id, job.kind, job.incident_id, failure
             )
-            async with self.store.transaction() as tx:
-                await tx.fail_job(job.id, now=self.clock.now(), error=str(failure))
+            return job, "failed", str(failure)
         except Exception as exc:  # an unexpected bug: logged loudly, retried, never lost
             log.exception("slack job %s (%s) for %s crashed", job.id, job.kind, job.incident_id)
-            await self._retry(job, f"{type(exc).__name__}: {exc}", None)
-        else:
-            async with self.store.transaction() as tx:
-                await tx.finish_job(job.id, now=self.clock.now(), result=result)
+            return job, "retry", (f"{type(exc).__name__}: {exc}", None)
+        return job, "done", result
 
-    async def _retry(self, job: Job, error: str, after: float | None) -> None:
+    async def _record(self, outcomes: list[tuple[Job, str, Any]]) -> None:
+        """Write a batch's outcomes in one transaction."""
         now = self.clock.now()
-        if job.attempts >= MAX_ATTEMPTS:
-            log.error(
-                "slack job %s (%s) for %s gave up after %d attempts: %s",
-                job.id,
-                job.kind,
-                job.incident_id,
-                job.attempts,
-                error,
-            )
-            async with self.store.transaction() as tx:
-                await tx.fail_job(job.id, now=now, error=error)
-            return
-        delay = after if after is not None else backoff(job.attempts)
-        log.warning(
-            "slack job %s (%s) for %s: %s; retrying in %.1fs",
-            job.id,
-            job.kind,
-            job.incident_id,
-            error,
-            delay,
-        )
         async with self.store.transaction() as tx:
-            await tx.retry_job(
-                job.id, run_after=now + timedelta(seconds=delay), error=error, result=None
-            )
+            for job, outcome, value in outcomes:
+                if outcome == "done":
+                    await tx.finish_job(job.id, now=now, result=value)
+                elif outcome == "failed":
+                    await tx.fail_job(job.id, now=now, error=value)
+                else:
+                    error, after = value
+                    if job.attempts >= MAX_ATTEMPTS:
+                        log.error(
+                            "slack job %s (%s) for %s gave up after %d attempts: %s",
+                            job.id,
+                            job.kind,
+                            job.incident_id,
+                            job.attempts,
+                            error,
+                        )
+                        await tx.fail_job(job.id, now=now, error=error)
+                        continue
+                    delay = after if after is not None else backoff(job.attempts)
+                    log.warning(
+                        "slack job %s (%s) for %s: %s; retrying in %.1fs",
+                        job.id,
+                        job.kind,
+                        job.incident_id,
+                        error,
+                        delay,
+                    )
+                    await tx.retry_job(
+                        job.id, run_after=now + timedelta(seconds=delay), error=error, result=None
+                    )
 
     async def _sleep(self) -> None:
         """Sleep until the next job or timer is due, a wake-up, or the poll interval (other

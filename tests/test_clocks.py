@@ -367,8 +367,7 @@ async def test_drill_is_marked_pings_nobody_and_reports_the_times(slack: Slack) 
     assert all("DRILL" in m.text for m in channel.messages if m.user == slack.fake.bot_user_id)
     assert not slack.fake.channel("incidents").messages, "nothing outside the channel"
     assert not slack.pagerduty.events
-    report = message_text(channel.messages[-1])
-    assert "🧪 Drill report" in report
+    (report,) = [t for t in slack.texts(channel) if "🧪 Drill report" in t]
     assert "Time to acknowledge: 16m (target 5m) ❌" in report
     assert "Time to resolve: 40m (target 1h) ✅" in report
     assert "Status updates: 1, 0 before their nudge (every 30m) ❌" in report

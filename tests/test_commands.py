@@ -258,12 +258,6 @@ async def test_help_and_list(slack: Slack) -> None:
     assert f"<#{channel.id}>" in shown
 
 
-async def test_later_subcommands_say_so(slack: Slack) -> None:
-    reply = await slack.command("stats 30d")
-    assert reply.text is not None
-    assert "not available in this version yet" in reply.text
-
-
 # ---- modals --------------------------------------------------------------------------------
 async def test_declare_modal(slack: Slack) -> None:
     reply = await slack.command("")

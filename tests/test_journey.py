@@ -62,12 +62,22 @@ async def test_declare_to_resolve(slack: Slack) -> None:
         {"summary": "Failed over to the backup processor", "root_cause": "Expired Stripe key"},
         user=BOB,
     )
-    resolution = message_text(channel.messages[-1])
+    resolution = message_text(channel.messages[-2])
     assert "✅ INCIDENT RESOLVED - SEV2" in resolution
     assert "1h 3m" in resolution
     assert "Expired Stripe key" in resolution
     assert "INCIDENT RESOLVED" in slack.fake.channel("incidents").messages[-1].text
     assert "resolved" in channel.topic
+
+    # The post-mortem draft follows, filled from the record.
+    upload = channel.messages[-1]
+    assert "post-mortem draft for *INC-20261122-001*" in upload.text
+    (draft,) = slack.fake.files.values()
+    assert draft.content is not None
+    markdown = draft.content.decode()
+    assert "# Post-Mortem: payment down" in markdown
+    assert "Expired Stripe key" in markdown
+    assert "Stripe webhooks failing; failing over" in markdown
 
     record = await slack.record(channel)
     kinds = [e.kind for e in await slack.bot.service.timeline(record.incident.id)]

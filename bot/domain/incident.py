@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from bot.domain.actions import ActionItem
 from bot.domain.errors import IllegalTransition, InvalidCommand, NothingToDo
 from bot.domain.policy import RESOLVED, Policy, Severity
 
@@ -44,6 +45,12 @@ class EventKind(enum.StrEnum):
     FOLLOWUP_DONE = "followup_done"
     COMPLIANCE_REMINDER = "compliance_reminder"
     COMPLIANCE_DONE = "compliance_done"
+    # The record: action items, playbook steps, messages pinned with 📌.
+    ACTION_ADDED = "action_added"
+    ACTION_DONE = "action_done"
+    STEP_TICKED = "step_ticked"
+    STEP_UNTICKED = "step_unticked"
+    MESSAGE_PINNED = "message_pinned"
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class Incident:
     snoozed_until: datetime | None = None
     done: list[str] = field(default_factory=list)  # follow-ups and compliance duties done
     paged: list[str] = field(default_factory=list)  # PagerDuty routing keys triggered
+    actions: list[ActionItem] = field(default_factory=list)
+    playbook: str | None = None  # the playbook posted as the channel's checklist
+    ticks: dict[str, dict[str, str]] = field(default_factory=dict)  # step id → {by, at}
     version: int = 0
 
     # ---- declaration -------------------------------------------------------------------
@@ -357,6 +367,47 @@ class Incident:
         self.done = [*self.done, duty]
         event = EventKind.FOLLOWUP_DONE if kind == "followup" else EventKind.COMPLIANCE_DONE
         return [Event(event, now, by, {"duty": duty, "name": name})]
+
+    def add_action(
+        self, *, by: str, text: str, owner: str | None, due: date | None, now: datetime
+    ) -> list[Event]:
+        """A follow-up action item (also after resolution: post-mortems produce them)."""
+        number = max((item.id for item in self.actions), default=0) + 1
+        item = ActionItem(
+            id=number,
+            text=clean_text(text, what="action"),
+            owner=owner,
+            due=due,
+            added_by=by,
+            added_at=now,
+        )
+        self.actions = [*self.actions, item]
+        data = {
+            "id": number,
+            "text": item.text,
+            "owner": owner,
+            "due": due.isoformat() if due else None,
+        }
+        return [Event(EventKind.ACTION_ADDED, now, by, data)]
+
+    def complete_action(self, *, by: str, number: int, now: datetime) -> list[Event]:
+        for index, item in enumerate(self.actions):
+            if item.id == number:
+                done = item.mark_done(by=by, now=now)
+                self.actions = [*self.actions[:index], done, *self.actions[index + 1 :]]
+                return [Event(EventKind.ACTION_DONE, now, by, {"id": number, "text": item.text})]
+        raise InvalidCommand(f"{self.id} has no action item #{number}.")
+
+    def tick(self, *, by: str, step: str, text: str, checked: bool, now: datetime) -> list[Event]:
+        """Tick (or untick) a step of the channel's playbook checklist."""
+        if checked == (step in self.ticks):
+            raise NothingToDo("That step is already " + ("ticked." if checked else "unticked."))
+        if checked:
+            self.ticks = {**self.ticks, step: {"by": by, "at": now.isoformat()}}
+        else:
+            self.ticks = {k: v for k, v in self.ticks.items() if k != step}
+        kind = EventKind.STEP_TICKED if checked else EventKind.STEP_UNTICKED
+        return [Event(kind, now, by, {"step": step, "text": text, "playbook": self.playbook})]
 
     def resolve(self, *, by: str, summary: str, now: datetime, root_cause: str = "") -> list[Event]:
         self._require_open()

@@ -64,5 +64,41 @@ def describe(
             return f"{how} to level {data.get('level')}{reason}"
         case EventKind.RESOLVED:
             return f"{actor} resolved: {q(str(data.get('summary', '')))}"
+        case EventKind.SNOOZED:
+            return f"{actor} snoozed the update nudge until {str(data.get('until', ''))[:16]}"
+        case EventKind.TAGGED:
+            return f"{actor} tagged the incident {q(str(data.get('tag', '')))}"
+        case EventKind.ACK_TARGET_MISSED:
+            return f"Not acknowledged within the {data.get('target')} response target"
+        case EventKind.UPDATE_NUDGED:
+            return f"Status update overdue: {who(str(data.get('commander')))} nudged"
+        case EventKind.NUDGE_ESCALATED:
+            comms = data.get("comms_lead")
+            return "Status update still missing: " + (
+                f"comms lead {who(str(comms))} mentioned" if comms else "no comms lead assigned"
+            )
+        case EventKind.UPDATE_OVERDUE:
+            return "Status update overdue: the announcement channel was told"
+        case EventKind.OPEN_ESCALATED:
+            return f"Open for {data.get('after')}: escalated to management"
+        case EventKind.RESOLUTION_TARGET_MISSED:
+            return f"Resolution target ({data.get('target')}) missed"
+        case EventKind.FOLLOWUP_DUE:
+            return f"Follow-up due: {str(data.get('duty', '')).replace('_', ' ')}"
+        case EventKind.FOLLOWUP_DONE | EventKind.COMPLIANCE_DONE:
+            return f"{actor} marked {str(data.get('name', '')).replace('_', ' ')} done"
+        case EventKind.COMPLIANCE_REMINDER:
+            return f"Compliance reminder: {q(str(data.get('description') or data.get('tag')))}"
+        case EventKind.ACTION_ADDED:
+            owner = f" (owner {who(str(data['owner']))})" if data.get("owner") else ""
+            return f"{actor} added action item #{data.get('id')}: {q(str(data.get('text')))}{owner}"
+        case EventKind.ACTION_DONE:
+            return f"{actor} completed action item #{data.get('id')}: {q(str(data.get('text')))}"
+        case EventKind.STEP_TICKED:
+            return f"{actor} ticked playbook step: {q(str(data.get('text', '')))}"
+        case EventKind.STEP_UNTICKED:
+            return f"{actor} unticked playbook step: {q(str(data.get('text', '')))}"
+        case EventKind.MESSAGE_PINNED:
+            return f"📌 {actor}: {q(str(data.get('text', '')))}"
     text = data.get("text")
     return f"{actor}: {q(str(text))}" if text else f"{actor}: {entry.kind}"

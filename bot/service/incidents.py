@@ -11,17 +11,21 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.clock import Clock
 from bot.domain import clocks
+from bot.domain.actions import parse_action
 from bot.domain.drill import drill_report
-from bot.domain.errors import InvalidCommand, NotFound
+from bot.domain.errors import InvalidCommand, NotFound, NothingToDo
 from bot.domain.incident import Event, EventKind, Incident
 from bot.domain.naming import incident_id
 from bot.domain.policy import Policy, Severity, parse_duration
+from bot.domain.postmortem import build_postmortem, postmortem_filename
+from bot.domain.stats import Stats, compute_stats, parse_window
 from bot.domain.timeline import TimelineEntry
+from bot.playbooks import PlaybookSet, builtin_generic
 from bot.service.ports import (
     ClaimedTimer,
     IncidentRecord,
@@ -51,6 +55,8 @@ _POSTS: dict[EventKind, tuple[str, ...]] = {
     EventKind.FOLLOWUP_DONE: (CHANNEL,),
     EventKind.COMPLIANCE_REMINDER: (CHANNEL,),
     EventKind.COMPLIANCE_DONE: (CHANNEL,),
+    EventKind.ACTION_ADDED: (CHANNEL,),
+    EventKind.ACTION_DONE: (CHANNEL,),
     EventKind.ACKNOWLEDGED: (CHANNEL,),
     EventKind.COMMANDER_CHANGED: (CHANNEL,),
     EventKind.ROLE_ASSIGNED: (CHANNEL,),
@@ -105,6 +111,10 @@ def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
     }
 
 
+def _pin_key(channel_id: str, ts: str) -> str:
+    return f"pin:{channel_id}:{ts}"
+
+
 class _LostClaim(Exception):
     """Another process took the timer over (its lease had expired); it fires it, not us."""
 
@@ -129,10 +139,12 @@ class IncidentService:
         policy: Policy,
         clock: Clock,
         wake: Callable[[], None] = lambda: None,
+        playbooks: PlaybookSet | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
+        self.playbooks = playbooks or PlaybookSet([builtin_generic()], policy=policy)
         self._wake = wake
         # (kind, seconds late, did something) of recent firings: read by metrics and benches.
         self.fired: deque[tuple[str, float, bool]] = deque(maxlen=100_000)
@@ -180,6 +192,10 @@ class IncidentService:
         jobs += self._paging_jobs(incident, events)
         if any(event.kind in _SYNCS for event in events):
             jobs.append(NewJob(JobKind.SYNC, incident.id, {}))
+        if any(e.kind in (EventKind.STEP_TICKED, EventKind.STEP_UNTICKED) for e in events):
+            jobs.append(NewJob(JobKind.SYNC_PLAYBOOK, incident.id, {}))
+        if any(event.kind == EventKind.RESOLVED for event in events):
+            jobs.append(NewJob(JobKind.POSTMORTEM, incident.id, {"automatic": True}))
         return jobs
 
     def _paging_jobs(self, incident: Incident, events: list[Event]) -> list[NewJob]:
@@ -286,6 +302,10 @@ class IncidentService:
                 drill=drill,
                 tags=tags,
             )
+            matches = self.playbooks.match(
+                title=incident.title, services=incident.services, severity=incident.severity
+            )
+            incident.playbook = (matches[0].playbook if matches else self.playbooks.generic).id
             record = IncidentRecord(incident, SlackRefs(origin_channel_id=origin_channel_id))
             await tx.add_incident(record)
             await tx.add_events(incident.id, events)
@@ -293,6 +313,11 @@ class IncidentService:
                 NewJob(JobKind.CREATE_CHANNEL, incident.id, {"response_url": response_url}),
                 NewJob(JobKind.INVITE, incident.id, {"users": [by]}),
                 NewJob(JobKind.POST_ALERT, incident.id, {}),
+                NewJob(
+                    JobKind.POST_PLAYBOOK,
+                    incident.id,
+                    {"others": [m.playbook.id for m in matches[1:4]]},
+                ),
             ]
             if self.policy.announce_channel and not drill:
                 jobs.append(NewJob(JobKind.ANNOUNCE, incident.id, {}))
@@ -508,6 +533,159 @@ class IncidentService:
             channel_id=channel_id,
             change=lambda incident, now: incident.complete(by=by, duty=duty, now=now),
         )
+
+    # ---- the record --------------------------------------------------------------------
+    async def add_action(
+        self,
+        *,
+        by: str,
+        text: str,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        now = self.clock.now()
+        body, owner, due = parse_action(
+            text, now=now, default_due=self.policy.followups.action_review
+        )
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, at: incident.add_action(
+                by=by, text=body, owner=owner, due=due, now=at
+            ),
+        )
+
+    async def complete_action(
+        self,
+        *,
+        by: str,
+        number: int,
+        channel_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> Outcome:
+        return await self._apply(
+            incident_id=incident_id,
+            channel_id=channel_id,
+            change=lambda incident, now: incident.complete_action(by=by, number=number, now=now),
+        )
+
+    async def set_ticks(
+        self, *, by: str, channel_id: str, group: int, selected: list[str]
+    ) -> Outcome:
+        """A checklist element was changed: `steps` are its steps, `selected` those ticked now.
+        Each step whose state changed becomes a timeline entry."""
+
+        def change(incident: Incident, now: datetime) -> list[Event]:
+            playbook = self.playbooks.get(incident.playbook or "")
+            if playbook is None:
+                raise NotFound("This incident has no playbook checklist.")
+            events: list[Event] = []
+            for step in playbook.steps[group : group + 10]:
+                step_id = step.id
+                checked = step_id in selected
+                if checked != (step_id in incident.ticks):
+                    events += incident.tick(
+                        by=by, step=step_id, text=step.text, checked=checked, now=now
+                    )
+            if not events:
+                raise NothingToDo("Nothing changed on the checklist.")
+            return events
+
+        return await self._apply(channel_id=channel_id, change=change)
+
+    async def capture(
+        self,
+        *,
+        channel_id: str,
+        ts: str,
+        author: str | None,
+        text: str,
+        permalink: str,
+        pinned_by: str,
+    ) -> bool:
+        """A message pinned with 📌 joins the timeline at its own time, once."""
+        async with self.store.transaction() as tx:
+            record = await tx.by_channel(channel_id)
+            if record is None:
+                return False
+            entry = TimelineEntry(
+                incident_id=record.incident.id,
+                at=datetime.fromtimestamp(float(ts), tz=UTC),
+                kind=str(EventKind.MESSAGE_PINNED),
+                actor=author,
+                data={"text": text[:3000], "permalink": permalink, "ts": ts, "by": pinned_by},
+            )
+            return await tx.add_entry(entry, source_key=_pin_key(channel_id, ts))
+
+    async def request_capture(self, *, channel_id: str, ts: str, by: str) -> bool:
+        """Someone pinned a message with 📌: fetching it is Slack work, done by the worker."""
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            record = await tx.by_channel(channel_id)
+            if record is None:
+                return False
+            await tx.enqueue(
+                [
+                    NewJob(
+                        JobKind.CAPTURE,
+                        record.incident.id,
+                        {"channel": channel_id, "ts": ts, "by": by},
+                    )
+                ],
+                now=now,
+            )
+        self._wake()
+        return True
+
+    async def uncapture(self, *, channel_id: str, ts: str) -> bool:
+        async with self.store.transaction() as tx:
+            return await tx.remove_entry(_pin_key(channel_id, ts))
+
+    async def recapture(self, *, channel_id: str, ts: str, text: str) -> bool:
+        """The pinned message was edited: the entry follows it."""
+        async with self.store.transaction() as tx:
+            return await tx.edit_entry(_pin_key(channel_id, ts), text=text[:3000], edited=True)
+
+    async def postmortem(
+        self, incident_id: str, *, name: Callable[[str], str] | None = None
+    ) -> tuple[str, str]:
+        """The post-mortem draft of an incident: (file name, Markdown)."""
+        async with self.store.transaction() as tx:
+            record = await tx.get(incident_id)
+            if record is None:
+                raise NotFound(f"There is no incident {incident_id}.")
+            entries = await tx.timeline(record.incident.id)
+        incident = record.incident
+        markdown = build_postmortem(
+            incident,
+            entries,
+            incident.actions,
+            policy=self.policy,
+            now=self.clock.now(),
+            name=name,
+        )
+        return postmortem_filename(incident), markdown
+
+    async def request_postmortem(self, *, by: str, channel_id: str) -> IncidentRecord:
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            record = await self._load(tx, incident_id=None, channel_id=channel_id)
+            await tx.enqueue([NewJob(JobKind.POSTMORTEM, record.incident.id, {"by": by})], now=now)
+        self._wake()
+        return record
+
+    async def stats(self, window: str) -> Stats:
+        now = self.clock.now()
+        since = now - parse_window(window)
+        async with self.store.transaction() as tx:
+            records = await tx.declared_since(since)
+            entries = await tx.timelines([r.incident.id for r in records])
+        pairs = [(r.incident, entries[r.incident.id]) for r in records]
+        return compute_stats(pairs, policy=self.policy, since=since, now=now)
+
+    async def counts(self) -> dict[str, Any]:
+        async with self.store.transaction() as tx:
+            return await tx.counts()
 
     # ---- clocks ------------------------------------------------------------------------
     async def fire_due_timers(

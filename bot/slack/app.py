@@ -28,6 +28,7 @@ from bot.slack.blocks import Action, Modal
 
 log = logging.getLogger(__name__)
 
+PIN = "pushpin"
 INTERNAL_ERROR = (
     "Something went wrong on the bot's side and it was logged. Nothing was lost that the "
     "bot had confirmed; try the command again."
@@ -260,6 +261,36 @@ def build_app(
             respond, "done", lambda: service.complete(by=user, duty=duty, incident_id=incident_id)
         )
 
+    @app.action(Action.ACTION_DONE)
+    async def on_action_done(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, value = clicked(body)
+        incident_id, _, number = value.partition("|")
+        await run_button(
+            respond,
+            "action done",
+            lambda: service.complete_action(
+                by=user, number=int(number or 0), incident_id=incident_id
+            ),
+        )
+
+    @app.action(re.compile(f"^{Action.PLAYBOOK_STEP}_"))
+    async def on_tick(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        action = body["actions"][0]
+        group = int(str(action.get("block_id", "steps:0")).partition(":")[2] or 0)
+        selected = [str(o.get("value")) for o in action.get("selected_options") or []]
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+            "channel_id"
+        )
+        await run_button(
+            respond,
+            "tick",
+            lambda: service.set_ticks(
+                by=body["user"]["id"], channel_id=str(channel), group=group, selected=selected
+            ),
+        )
+
     # ---- modals ------------------------------------------------------------------------
     @app.view(Modal.DECLARE)
     async def on_declare(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -318,7 +349,64 @@ def build_app(
 
     # ---- events ------------------------------------------------------------------------
     @app.event("app_home_opened")
-    async def on_home(ack: AsyncAck) -> None:
+    async def on_home(ack: AsyncAck, event: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        if event.get("tab", "home") != "home":
+            return
+        user = str(event.get("user"))
+
+        async def publish() -> None:
+            records = await service.open_incidents()
+            now = service.clock.now()
+            rows = []
+            for record in records:
+                row = snapshot(record.incident, policy)
+                row["channel_id"] = record.slack.channel_id
+                target = policy.get(record.incident.severity).resolution_target
+                row["resolution_overdue"] = now - record.incident.declared_at > target
+                rows.append(row)
+            rows.sort(key=lambda r: (policy.rank(r["severity"]), r["declared_at"]))
+            await client.views_publish(user_id=user, view=blocks.home_view(rows, now=now))
+
+        background.spawn(publish(), what="views.publish (App Home)")
+
+    @app.event("reaction_added")
+    async def on_reaction(ack: AsyncAck, event: dict[str, Any]) -> None:
+        await ack()
+        item = event.get("item") or {}
+        if event.get("reaction") == PIN and item.get("type") == "message":
+            await service.request_capture(
+                channel_id=str(item.get("channel")),
+                ts=str(item.get("ts")),
+                by=str(event.get("user")),
+            )
+
+    @app.event("reaction_removed")
+    async def on_unreaction(ack: AsyncAck, event: dict[str, Any]) -> None:
+        await ack()
+        item = event.get("item") or {}
+        if event.get("reaction") == PIN and item.get("type") == "message":
+            await service.uncapture(channel_id=str(item.get("channel")), ts=str(item.get("ts")))
+
+    @app.event({"type": "message", "subtype": "message_changed"})
+    async def on_edit(ack: AsyncAck, event: dict[str, Any]) -> None:
+        await ack()
+        message = event.get("message") or {}
+        await service.recapture(
+            channel_id=str(event.get("channel")),
+            ts=str(message.get("ts")),
+            text=str(message.get("text") or ""),
+        )
+
+    @app.event({"type": "message", "subtype": "message_deleted"})
+    async def on_delete(ack: AsyncAck, event: dict[str, Any]) -> None:
+        await ack()
+        await service.uncapture(
+            channel_id=str(event.get("channel")), ts=str(event.get("deleted_ts"))
+        )
+
+    @app.event("message")
+    async def on_message(ack: AsyncAck) -> None:
+        await ack()  # ordinary channel messages: only 📌 brings them into the timeline
 
     return app

@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    CheckboxesElement,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -28,8 +29,10 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from bot.domain.actions import ActionItem
 from bot.domain.policy import Policy
 from bot.domain.timeline import TimelineEntry, describe
+from bot.playbooks import Playbook
 from bot.slack import texts
 from bot.slack.texts import clip, escape, mention, mentions, when
 
@@ -50,6 +53,8 @@ class Action(enum.StrEnum):
     NUDGE_UPDATE = "nudge_update"
     NUDGE_SNOOZE = "nudge_snooze"  # prefix: nudge_snooze_15m, nudge_snooze_30m, nudge_snooze_1h
     DUTY_DONE = "duty_done"  # a follow-up or compliance duty marked done
+    PLAYBOOK_STEP = "playbook_step"  # prefix: one checkbox group per ten steps
+    ACTION_DONE = "action_done"  # an action item completed
 
 
 class Modal(enum.StrEnum):
@@ -403,6 +408,149 @@ def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
     return None
 
 
+STEPS_PER_GROUP = 10
+
+
+def playbook_message(
+    playbook: Playbook,
+    *,
+    state: dict[str, Any],
+    ticks: dict[str, dict[str, str]],
+    others: list[Playbook],
+) -> Message:
+    """The matched playbook as a checklist: ticking a step records who and when."""
+    blocks: list[Block] = [
+        _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}📖 Playbook: {playbook.title}"),
+    ]
+    if playbook.description:
+        blocks.append(_section(escape(playbook.description)))
+    for start in range(0, len(playbook.steps), STEPS_PER_GROUP):
+        options = []
+        ticked = []
+        for step in playbook.steps[start : start + STEPS_PER_GROUP]:
+            tick = ticks.get(step.id)
+            when_text = f"{step.when} · " if step.when else ""
+            note = f"✓ {mention(tick['by'])}" if tick else ""
+            option = Option(
+                value=step.id,
+                text=MarkdownTextObject(text=clip(escape(step.text), 75)),
+                description=MarkdownTextObject(text=clip(f"{when_text}{note}", 75))
+                if when_text or note
+                else None,
+            )
+            options.append(option)
+            if tick:
+                ticked.append(option)
+        blocks.append(
+            ActionsBlock(
+                block_id=f"steps:{start}",
+                elements=[
+                    CheckboxesElement(
+                        action_id=f"{Action.PLAYBOOK_STEP}_{start}",
+                        options=options,
+                        initial_options=ticked or None,
+                    )
+                ],
+            )
+        )
+    if playbook.diagnostics:
+        lines = [f"{d.label}\n{d.command}" for d in playbook.diagnostics]
+        blocks.append(_section("*Diagnostics*\n```" + clip("\n\n".join(lines), 2800) + "```"))
+    if playbook.escalation:
+        blocks.append(_context("Escalation: " + escape("; ".join(playbook.escalation))))
+    if others:
+        names = ", ".join(escape(p.title) for p in others)
+        blocks.append(_context(f"Other playbooks that match: {names}"))
+    progress = f"{len(ticks)}/{len(playbook.steps)} done"
+    fallback = f"{_drill(state)}📖 Playbook for {state['id']}: {playbook.title} ({progress})"
+    return Message(fallback, _dicts(blocks))
+
+
+def action_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    owner = mention(event.get("owner")) if event.get("owner") else "_no owner_"
+    due = event.get("due") or "no due date"
+    text = (
+        f"📋 Action item #{event.get('id')}: {escape(str(event.get('text', '')))}\n"
+        f"Owner: {owner} · Due: {due} · added by {mention(event.get('actor'))}"
+    )
+    button = ActionsBlock(
+        block_id="action_item",
+        elements=[
+            ButtonElement(
+                text="Done",
+                action_id=Action.ACTION_DONE,
+                value=f"{state['id']}|{event.get('id')}",
+            )
+        ],
+    )
+    return _with(state, text, button)
+
+
+def action_list(incident_id: str, items: list[ActionItem]) -> Message:
+    if not items:
+        return Message(
+            f"{incident_id} has no action items yet. Add one: "
+            "`/incident action <text> [@owner] [due 2w]`."
+        )
+    blocks: list[Block] = [_header(f"Action items of {incident_id}")]
+    for item in items[:45]:
+        owner = mention(item.owner) if item.owner else "_no owner_"
+        status = "✅ done" if item.done else f"due {item.due or '—'}"
+        section = SectionBlock(
+            text=_md(f"*#{item.id}* {escape(item.text)}\n{owner} · {status}"),
+            accessory=None
+            if item.done
+            else ButtonElement(
+                text="Done", action_id=Action.ACTION_DONE, value=f"{incident_id}|{item.id}"
+            ),
+        )
+        blocks.append(section)
+    return Message(f"{len(items)} action item(s) of {incident_id}", _dicts(blocks))
+
+
+def stats_message(lines: list[str]) -> Message:
+    body = "\n".join(lines[1:])
+    blocks: list[Block] = [
+        _header("Incident statistics"),
+        _context(escape(lines[0]) if lines else ""),
+        _section("```" + clip(body, 2900) + "```"),
+        _context("TTA: time to acknowledge · TTR: time to resolve · drills are excluded"),
+    ]
+    return Message(lines[0] if lines else "Incident statistics", _dicts(blocks))
+
+
+def home_view(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]:
+    """The App Home tab: open incidents, worst first, with what is overdue."""
+    blocks: list[Block] = [_header(f"Open incidents ({len(rows)})")]
+    if not rows:
+        blocks.append(
+            _section("No open incidents. 🎉 Declare one with `/incident <severity> <title>`.")
+        )
+    for row in rows[:45]:
+        flags = []
+        if not row.get("acknowledged_at"):
+            flags.append("⚠️ not acknowledged")
+        due = _time(row.get("next_update_at"))
+        if due is not None and due < now:
+            flags.append("⏰ update overdue")
+        if row.get("resolution_overdue"):
+            flags.append("⌛ past resolution target")
+        channel = f"<#{row['channel_id']}>" if row.get("channel_id") else row["id"]
+        age = texts.duration_text(int((now - _time(row["declared_at"])).total_seconds()))  # type: ignore[operator]
+        lines = [
+            f"{'🧪 ' if row.get('drill') else ''}*{row['severity']}* {channel} "
+            f"{clip(_title(row), 150)}",
+            f"Open {age} · {str(row['status']).capitalize()} · IC {mention(row.get('commander'))}"
+            f" · next update {when(due)}",
+        ]
+        if flags:
+            lines.append(" · ".join(flags))
+        blocks.append(_section("\n".join(lines)))
+    blocks.append(_context(f"Updated {when(now)}"))
+    view = View(type="home", blocks=blocks[:100])
+    return view.to_dict()
+
+
 def _line(state: dict[str, Any], text: str) -> Message:
     fallback = f"{_drill(state)}{state['id']}: {text}"
     return Message(fallback, _dicts([_section(text), _context(f"{_drill(state)}{state['id']}")]))
@@ -417,6 +565,14 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
     match template:
         case "update_posted":
             return update_message(state, event)
+        case "action_added":
+            return action_message(state, event)
+        case "action_done":
+            return _line(
+                state,
+                f"✅ {actor} completed action item #{event.get('id')}: "
+                f"{escape(str(event.get('text', '')))}",
+            )
         case "resolved":
             return resolution_message(state, event)
         case "acknowledged":
@@ -479,22 +635,38 @@ def incident_list(rows: list[dict[str, Any]]) -> Message:
     return Message(f"{len(rows)} open incident(s)", _dicts(blocks[:MAX_BLOCKS]))
 
 
-def timeline_message(incident_id: str, entries: list[TimelineEntry]) -> Message:
-    lines = [
-        f"{when(entry.at, fmt='{time}')} {describe(entry, mention=mention, quote=escape)}"
-        for entry in entries
-    ]
+def timeline_message(incident_id: str, entries: list[TimelineEntry], *, page: int = 1) -> Message:
+    """The timeline, a page at a time (each page fits Slack's 50 blocks and 3,000 characters
+    a section)."""
+
+    def render(entry: TimelineEntry) -> str:
+        said = describe(entry, mention=mention, quote=escape)
+        link = f" (<{entry.data['permalink']}|message>)" if entry.data.get("permalink") else ""
+        return f"{when(entry.at, fmt='{date_short} {time}')} {said}{link}"
+
+    lines = [render(entry) for entry in entries]
+    pages: list[list[str]] = [[]]
+    size = 0
+    for line in lines:
+        line = clip(line, 1000)
+        if len(pages[-1]) >= 40 or size + len(line) > 2900 * 4:
+            pages.append([])
+            size = 0
+        pages[-1].append(line)
+        size += len(line) + 1
+    page = max(1, min(page, len(pages)))
     blocks: list[Block] = [_header(f"Timeline of {incident_id}")]
     chunk: list[str] = []
-    for line in lines:
+    for line in pages[page - 1]:
         if sum(len(x) + 1 for x in chunk) + len(line) > SECTION_MAX - 10:
             blocks.append(_section("\n".join(chunk)))
             chunk = []
-        chunk.append(clip(line, SECTION_MAX - 10))
+        chunk.append(line)
     if chunk:
         blocks.append(_section("\n".join(chunk)))
-    if len(blocks) > MAX_BLOCKS:
-        blocks = [*blocks[: MAX_BLOCKS - 1], _context("… the timeline is longer than one message.")]
+    if len(pages) > 1:
+        more = f" · `/incident timeline {page + 1}` for more" if page < len(pages) else ""
+        blocks.append(_context(f"Page {page} of {len(pages)}{more}"))
     return Message(f"Timeline of {incident_id}: {len(entries)} entries", _dicts(blocks))
 
 

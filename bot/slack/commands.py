@@ -5,12 +5,13 @@ from __future__ import annotations
 import html
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.incident import EventKind
 from bot.domain.naming import channel_name
+from bot.domain.stats import render_stats_text
 from bot.service.incidents import IncidentService, Outcome, snapshot
 from bot.slack import blocks, texts
 from bot.slack.texts import mention
@@ -20,13 +21,8 @@ _LABELLED = re.compile(r"<([@#])([UWC][A-Z0-9]+)\|([^>]+)>")
 
 IN_CHANNEL = frozenset(
     {"ack", "update", "status", "sev", "severity", "ic", "commander", "role", "note"}
-    | {"escalate", "resolve", "timeline", "snooze", "tag"}
+    | {"escalate", "resolve", "timeline", "snooze", "tag", "action", "postmortem"}
 )
-LATER = {
-    "postmortem": "building the post-mortem draft",
-    "action": "action items",
-    "stats": "incident statistics",
-}
 
 
 @dataclass
@@ -55,7 +51,7 @@ class Context:
     channel: str
     response_url: str | None = None
     trigger_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    raw_rest: str = ""  # the arguments as Slack sent them (mentions as <@U…|name>)
 
 
 def plain(text: str) -> str:
@@ -109,6 +105,13 @@ def confirm(outcome: Outcome) -> str:
         return f"🏷️ {incident.id} tagged: {', '.join(incident.tags)}."
     if EventKind.FOLLOWUP_DONE in kinds or EventKind.COMPLIANCE_DONE in kinds:
         return f"✅ Marked done for {incident.id}."
+    if EventKind.ACTION_ADDED in kinds:
+        item = incident.actions[-1]
+        return f"📋 Action item #{item.id} added to {incident.id} (due {item.due or '—'})."
+    if EventKind.ACTION_DONE in kinds:
+        return f"✅ Action item done on {incident.id}."
+    if EventKind.STEP_TICKED in kinds or EventKind.STEP_UNTICKED in kinds:
+        return f"☑️ Checklist updated on {incident.id}."
     if EventKind.NOTE_ADDED in kinds:
         return f"📝 Note added to the timeline of {incident.id}."
     return "Done."
@@ -118,6 +121,7 @@ async def handle(text: str, ctx: Context) -> Reply:
     """Run `/incident <text>` for `ctx.user` in `ctx.channel`."""
     service, policy = ctx.service, ctx.service.policy
     word, raw = split(text)
+    ctx.raw_rest = raw.strip()
     # `ic` and `role` need the raw mention (`<@U1|alice>`) to find the person's id.
     rest = raw.strip() if word in ("ic", "commander", "role") else plain(raw)
     if not word:
@@ -139,8 +143,10 @@ async def handle(text: str, ctx: Context) -> Reply:
         ]
         message = blocks.incident_list(rows)
         return Reply(message.text, message.blocks)
-    if word in LATER:
-        return Reply(f"`/incident {word}` ({LATER[word]}) is not available in this version yet.")
+    if word == "stats":
+        stats = await service.stats(rest)
+        message = blocks.stats_message(render_stats_text(stats))
+        return Reply(message.text, message.blocks)
     drill = word == "drill"
     if drill:
         word, rest = split(rest)
@@ -241,8 +247,22 @@ async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
         case "timeline":
             record = await service.find(channel_id=channel)
             entries = await service.timeline(record.incident.id)
-            message = blocks.timeline_message(record.incident.id, entries)
+            page = int(rest.split()[0]) if rest.split() and rest.split()[0].isdigit() else 1
+            message = blocks.timeline_message(record.incident.id, entries, page=page)
             return Reply(message.text, message.blocks)
+        case "action":
+            if not rest:
+                record = await service.find(channel_id=channel)
+                message = blocks.action_list(record.incident.id, record.incident.actions)
+                return Reply(message.text, message.blocks)
+            # the owner mention is needed raw: take it from the text as Slack sent it
+            outcome = await service.add_action(by=by, text=ctx.raw_rest, channel_id=channel)
+        case "postmortem":
+            record = await service.request_postmortem(by=by, channel_id=channel)
+            return Reply(
+                f"📝 Building the post-mortem draft for {record.incident.id}; it will be "
+                "uploaded to this channel in a moment."
+            )
         case _:
             raise InvalidCommand(texts.unknown_subcommand(word, policy))
     return Reply(confirm(outcome))

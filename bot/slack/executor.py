@@ -21,7 +21,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.domain.naming import channel_name
 from bot.domain.policy import Policy
 from bot.integrations.pagerduty import PagerDuty, pd_severity
-from bot.service.incidents import ANNOUNCE, CHANNEL, snapshot
+from bot.playbooks import PlaybookSet, builtin_generic
+from bot.service.incidents import ANNOUNCE, CHANNEL, IncidentService, snapshot
 from bot.service.ports import IncidentRecord, Job, JobFailed, JobKind, JobRetry, Store
 from bot.slack import blocks, texts
 
@@ -66,11 +67,15 @@ class SlackExecutor:
         store: Store,
         policy: Policy,
         pagerduty: PagerDuty | None = None,
+        playbooks: PlaybookSet | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.policy = policy
         self.pagerduty = pagerduty or PagerDuty()
+        self.playbooks = playbooks or PlaybookSet([builtin_generic()], policy=policy)
+        self.service: IncidentService | None = None  # set once the service exists
+        self._names: dict[str, str] = {}
         self._announce_id: str | None = None
         self._topics: dict[str, str] = {}
 
@@ -101,6 +106,12 @@ class SlackExecutor:
                 return await self._respond(job, record)
             case JobKind.PAGERDUTY:
                 return await self._page(job, record)
+            case JobKind.POST_PLAYBOOK | JobKind.SYNC_PLAYBOOK:
+                return await self._playbook(job, record)
+            case JobKind.CAPTURE:
+                return await self._capture(job, record)
+            case JobKind.POSTMORTEM:
+                return await self._postmortem(job, record)
         raise JobFailed(f"unknown job kind {job.kind}")
 
     async def _record(self, job: Job) -> IncidentRecord:
@@ -368,6 +379,108 @@ class SlackExecutor:
         if job.attempts > 1:
             await self._notice(record, texts.pagerduty_recovered(action))
         return result
+
+    def _playbook_message(self, record: IncidentRecord, others: list[str]) -> blocks.Message | None:
+        playbook = self.playbooks.get(record.incident.playbook or "")
+        if playbook is None:
+            return None
+        return blocks.playbook_message(
+            playbook,
+            state=snapshot(record.incident, self.policy),
+            ticks=record.incident.ticks,
+            others=[p for p in (self.playbooks.get(i) for i in others) if p is not None],
+        )
+
+    async def _playbook(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Post the checklist (once), or re-render it after a tick."""
+        channel = self._channel(record)
+        others = [str(i) for i in job.payload.get("others", [])]
+        if job.kind == JobKind.POST_PLAYBOOK and not record.slack.playbook_ts:
+            message = self._playbook_message(record, others)
+            if message is None:
+                return {}
+            ts = await self._post_once(job, channel=channel, message=message, step="playbook")
+            await self._save_refs(record.incident.id, playbook_ts=ts)
+            return {"playbook": ts}
+        if record.slack.playbook_ts:
+            message = self._playbook_message(record, [])
+            if message is not None:
+                await self.client.chat_update(
+                    channel=channel,
+                    ts=record.slack.playbook_ts,
+                    text=message.text,
+                    blocks=message.blocks,
+                )
+        return {"playbook": record.slack.playbook_ts}
+
+    async def _capture(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Fetch a message someone pinned with 📌 and add it to the timeline."""
+        assert self.service is not None
+        channel, ts = str(job.payload["channel"]), str(job.payload["ts"])
+        history = await self.client.conversations_history(
+            channel=channel, latest=ts, oldest=ts, inclusive=True, limit=1
+        )
+        found = next((m for m in history.get("messages") or [] if m.get("ts") == ts), None)
+        if found is None:
+            return {"captured": False, "reason": "message not found (deleted, or in a thread)"}
+        link = await self.client.chat_getPermalink(channel=channel, message_ts=ts)
+        added = await self.service.capture(
+            channel_id=channel,
+            ts=ts,
+            author=found.get("user"),
+            text=str(found.get("text") or ""),
+            permalink=str(link.get("permalink") or ""),
+            pinned_by=str(job.payload.get("by") or ""),
+        )
+        return {"captured": added}
+
+    async def _name(self, user: str) -> str:
+        if user not in self._names:
+            try:
+                info = await self.client.users_info(user=user)
+                profile = (info.get("user") or {}).get("profile") or {}
+                self._names[user] = str(
+                    profile.get("display_name")
+                    or profile.get("real_name")
+                    or (info.get("user") or {}).get("name")
+                    or user
+                )
+            except SlackApiError:
+                self._names[user] = user
+        return self._names[user]
+
+    async def _postmortem(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Build the post-mortem draft from the record and upload it into the channel."""
+        assert self.service is not None
+        if job.result.get("file"):
+            return dict(job.result)
+        channel = self._channel(record)
+        async with self.store.transaction() as tx:
+            entries = await tx.timeline(record.incident.id)
+        people = {record.incident.declared_by, *(e.actor for e in entries if e.actor)}
+        people |= {p for p in (record.incident.commander, *record.incident.roles.values()) if p}
+        people |= {a.owner for a in record.incident.actions if a.owner}
+        for person in people:
+            await self._name(person)
+        filename, markdown = await self.service.postmortem(
+            record.incident.id, name=lambda user: f"@{self._names.get(user, user)}"
+        )
+        comment = texts.postmortem_posted(
+            record.incident.id,
+            automatic=bool(job.payload.get("automatic")),
+            drill=record.incident.drill,
+        )
+        response = await self.client.files_upload_v2(
+            channel=channel,
+            content=markdown,
+            filename=filename,
+            title=f"Post-mortem draft: {record.incident.id}",
+            initial_comment=comment,
+        )
+        file_id = str((response.get("file") or {}).get("id") or "")
+        async with self.store.transaction() as tx:
+            await tx.save_job_result(job.id, {"file": file_id})
+        return {"file": file_id, "bytes": len(markdown.encode())}
 
     async def _respond(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         url = str(job.payload.get("url") or "")

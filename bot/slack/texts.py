@@ -81,7 +81,11 @@ def help_text(policy: Policy) -> str:
             "`/incident snooze <duration>`: postpone the next update nudge (15m, 30m, 1h)",
             "`/incident tag <tag>`: tag the incident (e.g. `security` starts its compliance clock)",
             "`/incident resolve <summary>`: resolve (no text: the form)",
-            "`/incident timeline`: show the timeline",
+            "`/incident timeline [page]`: show the timeline (react with 📌 to add a message)",
+            "`/incident action <text> [@owner] [due 2w]`: record a follow-up action item "
+            "(no text: list them)",
+            "`/incident postmortem`: build the post-mortem draft and upload it here",
+            "`/incident stats [30d]`: counts, time to acknowledge and to resolve (anywhere)",
         ]
     )
 
@@ -128,6 +132,15 @@ def pagerduty_trouble(error: str, *, retrying: bool) -> str:
 def pagerduty_recovered(action: str) -> str:
     done = "page sent" if action == "trigger" else "page resolved"
     return f"✅ PagerDuty reached after retrying ({done})."
+
+
+def postmortem_posted(incident_id: str, *, automatic: bool, drill: bool = False) -> str:
+    why = "The incident is resolved: here" if automatic else "Here"
+    mark = f"{DRILL_MARK} · " if drill else ""
+    return (
+        f"{mark}📝 {why} is the post-mortem draft for *{incident_id}*, filled from the timeline. "
+        "Sections marked _To be written by the team_ still need your words."
+    )
 
 
 def unknown_subcommand(word: str, policy: Policy) -> str:

@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.actions import ActionItem
 from bot.domain.clocks import Timer, TimerKind
 from bot.domain.incident import Event, Incident
 from bot.domain.policy import RESOLVED
@@ -56,8 +57,11 @@ _INCIDENT_FIELDS = [
     "snoozed_until",
     "done",
     "paged",
+    "playbook",
+    "ticks",
 ]
 _REF_FIELDS = [
+    "playbook_ts",
     "origin_channel_id",
     "channel_id",
     "channel_name",
@@ -87,6 +91,54 @@ def _blocked() -> Any:
     )
 
 
+def _action(data: dict[str, Any]) -> ActionItem:
+    def moment(value: Any) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    return ActionItem(
+        id=int(data["id"]),
+        text=str(data["text"]),
+        owner=data.get("owner"),
+        due=date.fromisoformat(data["due"]) if data.get("due") else None,
+        done=bool(data.get("done")),
+        added_by=str(data.get("added_by", "")),
+        added_at=datetime.fromisoformat(str(data["added_at"])),
+        done_by=data.get("done_by"),
+        done_at=moment(data.get("done_at")),
+    )
+
+
+def _action_json(item: ActionItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "text": item.text,
+        "owner": item.owner,
+        "due": item.due.isoformat() if item.due else None,
+        "done": item.done,
+        "added_by": item.added_by,
+        "added_at": item.added_at.isoformat(),
+        "done_by": item.done_by,
+        "done_at": item.done_at.isoformat() if item.done_at else None,
+    }
+
+
+def _entry(row: RowMapping) -> TimelineEntry:
+    return TimelineEntry(
+        incident_id=row["incident_id"],
+        at=row["at"],
+        kind=row["kind"],
+        actor=row["actor"],
+        data=dict(row["data"] or {}),
+        id=row["id"],
+    )
+
+
+def _values(incident: Incident) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+    values["actions"] = [_action_json(item) for item in incident.actions]
+    return values
+
+
 def _record(row: RowMapping) -> IncidentRecord:
     incident = Incident(
         id=row["id"],
@@ -98,6 +150,8 @@ def _record(row: RowMapping) -> IncidentRecord:
     incident.roles = dict(incident.roles or {})
     incident.done = list(incident.done or [])
     incident.paged = list(incident.paged or [])
+    incident.ticks = dict(incident.ticks or {})
+    incident.actions = [_action(item) for item in row["actions"] or []]
     return IncidentRecord(incident, SlackRefs(**{name: row[name] for name in _REF_FIELDS}))
 
 
@@ -273,7 +327,7 @@ class SqlTx(_TimerMixin):
     async def add_incident(self, record: IncidentRecord) -> None:
         incident = record.incident
         _, day, seq = incident.id.split("-")
-        values: dict[str, Any] = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+        values = _values(incident)
         values |= {name: getattr(record.slack, name) for name in _REF_FIELDS}
         await self.c.execute(
             insert(incidents).values(id=incident.id, day=day, seq=int(seq), version=1, **values)
@@ -295,7 +349,7 @@ class SqlTx(_TimerMixin):
         return _record(row) if row else None
 
     async def save(self, incident: Incident) -> None:
-        values: dict[str, Any] = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+        values = _values(incident)
         result = await self.c.execute(
             update(incidents)
             .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
@@ -338,23 +392,102 @@ class SqlTx(_TimerMixin):
             ],
         )
 
+    async def add_entry(self, entry: TimelineEntry, *, source_key: str) -> bool:
+        """Add a captured entry once per source (a 📌 on a message); False if already there."""
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        statement = (
+            dialect_insert(timeline)
+            .values(
+                incident_id=entry.incident_id,
+                at=entry.at,
+                kind=entry.kind,
+                actor=entry.actor,
+                data=entry.data,
+                source_key=source_key,
+            )
+            .on_conflict_do_nothing(index_elements=[timeline.c.source_key])
+        )
+        result = await self.c.execute(statement)
+        return bool(result.rowcount)
+
+    async def remove_entry(self, source_key: str) -> bool:
+        result = await self.c.execute(delete(timeline).where(timeline.c.source_key == source_key))
+        return bool(result.rowcount)
+
+    async def edit_entry(self, source_key: str, **data: Any) -> bool:
+        row = (
+            await self.c.execute(
+                select(timeline.c.id, timeline.c.data).where(timeline.c.source_key == source_key)
+            )
+        ).first()
+        if row is None:
+            return False
+        await self.c.execute(
+            update(timeline)
+            .where(timeline.c.id == row.id)
+            .values(data={**(row.data or {}), **data})
+        )
+        return True
+
+    async def declared_since(self, since: datetime) -> list[IncidentRecord]:
+        statement = (
+            select(incidents)
+            .where(incidents.c.declared_at >= since)
+            .order_by(incidents.c.declared_at)
+        )
+        return [_record(row) for row in (await self.c.execute(statement)).mappings()]
+
+    async def timelines(self, incident_ids: list[str]) -> dict[str, list[TimelineEntry]]:
+        found: dict[str, list[TimelineEntry]] = {i: [] for i in incident_ids}
+        for start in range(0, len(incident_ids), 500):
+            chunk = incident_ids[start : start + 500]
+            statement = (
+                select(timeline)
+                .where(timeline.c.incident_id.in_(chunk))
+                .order_by(timeline.c.at, timeline.c.id)
+            )
+            for row in (await self.c.execute(statement)).mappings():
+                found[row["incident_id"]].append(_entry(row))
+        return found
+
+    async def counts(self) -> dict[str, Any]:
+        """Figures for /metrics: incidents by severity and state, events by kind (no drills)."""
+        real = incidents.c.drill.is_(False)
+        by_severity = (
+            await self.c.execute(
+                select(incidents.c.severity, incidents.c.status, func.count())
+                .where(real)
+                .group_by(incidents.c.severity, incidents.c.status)
+            )
+        ).all()
+        kinds = (
+            await self.c.execute(
+                select(timeline.c.kind, func.count())
+                .select_from(timeline.join(incidents, timeline.c.incident_id == incidents.c.id))
+                .where(real)
+                .group_by(timeline.c.kind)
+            )
+        ).all()
+        acks = (
+            await self.c.execute(
+                select(incidents.c.declared_at, incidents.c.acknowledged_at).where(
+                    real, incidents.c.acknowledged_at.is_not(None)
+                )
+            )
+        ).all()
+        return {
+            "by_severity": [(str(a), str(b), int(n)) for a, b, n in by_severity],
+            "kinds": {str(kind): int(n) for kind, n in kinds},
+            "tta_seconds": [(ack - declared).total_seconds() for declared, ack in acks],
+        }
+
     async def timeline(self, incident_id: str) -> list[TimelineEntry]:
         statement = (
             select(timeline)
             .where(timeline.c.incident_id == incident_id)
             .order_by(timeline.c.at, timeline.c.id)
         )
-        return [
-            TimelineEntry(
-                incident_id=row["incident_id"],
-                at=row["at"],
-                kind=row["kind"],
-                actor=row["actor"],
-                data=dict(row["data"] or {}),
-                id=row["id"],
-            )
-            for row in (await self.c.execute(statement)).mappings()
-        ]
+        return [_entry(row) for row in (await self.c.execute(statement)).mappings()]
 
     # ---- Slack outbox ------------------------------------------------------------------
     async def enqueue(self, jobs: list[NewJob], *, now: datetime) -> None:

@@ -90,6 +90,10 @@ incidents = Table(
     Column("snoozed_until", UTCDateTime),
     Column("done", Json, nullable=False, default=list),
     Column("paged", Json, nullable=False, default=list),
+    Column("actions", Json, nullable=False, default=list),
+    Column("playbook", String(120)),
+    Column("ticks", Json, nullable=False, default=dict),
+    Column("playbook_ts", String(32)),
     Column("version", Integer, nullable=False),
     # Where the incident lives in Slack: written by the worker from what Slack returned.
     Column("origin_channel_id", String(32)),
