@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.clock import FakeClock
@@ -147,3 +148,41 @@ def _block_texts(value: Any) -> list[str]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+async def tick(
+    slack: Slack,
+    channel: Channel,
+    message: Message,
+    *,
+    group: int,
+    steps: list[str],
+    user: str = ALICE,
+) -> ActionReply:
+    """Set the checkboxes of one checklist group to exactly `steps`, as Slack reports it."""
+    element = next(
+        e
+        for b in message.blocks or []
+        if b.get("block_id") == f"steps:{group}"
+        for e in b.get("elements", [])
+    )
+    selected = [o for o in element["options"] if o["value"] in steps]
+    reply = await slack.driver.click(
+        element["action_id"],
+        "",
+        user=user,
+        channel=channel.id,
+        message_ts=message.ts,
+        block_id=f"steps:{group}",
+        extra={"type": "checkboxes", "selected_options": selected},
+    )
+    assert reply.status == 200
+    await slack.settle()
+    return reply
+
+
+def post_as(channel: Channel, user: str, text: str, *, at: datetime) -> Message:
+    """Someone (not the bot) writes in a channel at a given time."""
+    message = Message(ts=f"{at.timestamp():.6f}", user=user, text=text)
+    channel.messages.append(message)
+    return message

@@ -367,6 +367,7 @@ class SlackDriver:
         message_ts: str,
         block_id: str = "actions",
         message: JSON | None = None,
+        extra: JSON | None = None,
     ) -> ActionReply:
         """Click the button ``action_id`` (``value``) on the message at ``message_ts``.
 
@@ -397,6 +398,10 @@ class SlackDriver:
             action["text"] = button["text"]
         if button is not None and "style" in button:
             action["style"] = button["style"]
+        if extra is not None:  # another element: e.g. checkboxes send selected_options
+            action.pop("value", None)
+            action.pop("text", None)
+            action.update(extra)
         payload.update(
             {
                 "user": self._user(user),
