@@ -84,10 +84,14 @@ async def _export_postmortem(incident_id: str, out: Path | None) -> int:
     return 0
 
 
-def policy_check(path: Path) -> int:
+def policy_check(path: Path, playbooks_dir: Path | None = None) -> int:
+    from bot.playbooks import PlaybookError, load_playbooks
+
+    folder = playbooks_dir or Path(os.environ.get("PLAYBOOKS_DIR", "playbooks"))
     try:
         policy = load_policy(path)
-    except PolicyError as error:
+        playbooks = load_playbooks(folder, policy=policy)
+    except (PolicyError, PlaybookError) as error:
         print(error, file=sys.stderr)
         return 1
     print(f"{path}: OK")
@@ -104,6 +108,7 @@ def policy_check(path: Path) -> int:
             f"ack {format_duration(severity.ack_timeout)}, updates {update}, "
             f"resolve {format_duration(severity.resolution_target)}; escalation: {chain or 'none'}"
         )
+    print(f"  playbooks ({folder}): {len(playbooks)}, generic: {playbooks.generic.id}")
     return 0
 
 
@@ -132,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="validate a policy file (and the playbooks)")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--playbooks", type=Path, default=None, help="playbooks folder (default: PLAYBOOKS_DIR)"
+    )
     simulate = policy_sub.add_parser(
         "simulate", help="who is notified when, minute by minute, if nobody answers"
     )
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "policy" and args.policy_command == "simulate":
         return policy_simulate(args.severity, args.policy)
     if args.command == "policy":
-        return policy_check(args.file)
+        return policy_check(args.file, args.playbooks)
     if args.command == "postmortem":
         return asyncio.run(_export_postmortem(args.incident, args.out))
     if args.command == "demo":
@@ -165,7 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0
-    asyncio.run(_serve(settings))
+    from bot.playbooks import PlaybookError
+
+    try:
+        asyncio.run(_serve(settings))
+    except (PolicyError, PlaybookError) as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

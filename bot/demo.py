@@ -11,13 +11,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.clock import FakeClock, SystemClock
 from bot.config import Settings
 from bot.devtools.driver import SlackDriver, view_values_from
-from bot.devtools.fakeslack import Channel, FakeSlack
+from bot.devtools.fakeslack import Channel, FakeSlack, Message
 from bot.devtools.transcript import message_lines, readable, render_edit, render_message
 from bot.runtime import Runtime
 
@@ -31,6 +31,7 @@ class Demo:
     bot: Runtime
     clock: FakeClock
     general: str
+    start: datetime
     seen: dict[str, int] = field(default_factory=dict)
     edits: dict[str, int] = field(default_factory=dict)
 
@@ -74,6 +75,19 @@ class Demo:
                 print(f"  (only {who} sees) {readable(self.fake, str(message.get('text', '')))}")
             self.seen[url] = len(messages)
         self.show_new()
+
+    async def wait(self, minutes: int) -> None:
+        """Let simulated time pass a minute at a time; print what the bot does on its own."""
+        for _ in range(minutes):
+            self.clock.advance(timedelta(minutes=1))
+            await self.bot.settle()
+            if any(len(c.messages) > self.seen.get(c.id, 0) for c in self.channels()):
+                elapsed = int((self.clock.now() - self.start).total_seconds() // 60)
+                print(
+                    f"\n{'━' * 78}\n[T+{elapsed:>2}m] ⏰ nobody typed anything; the bot keeps "
+                    "the clocks:"
+                )
+                self.show_new()
 
     async def command(self, text: str, *, user: str, channel: str) -> str | None:
         """Send the command; return the ephemeral reply as the user reads it."""
@@ -136,7 +150,7 @@ async def run_demo(*, database_url: str | None = None) -> int:
                 async with SlackDriver(
                     bot_url=f"http://127.0.0.1:{port}", signing_secret=SECRET, fake=fake
                 ) as driver:
-                    demo = Demo(fake, driver, bot, clock, general)
+                    demo = Demo(fake, driver, bot, clock, general, start=clock.now())
                     await script(demo, alice=alice, bob=bob, carol=carol)
             finally:
                 await bot.close()
@@ -158,14 +172,14 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
         lambda: demo.command("sev1 payment processing down", user=alice, channel=general),
     )
     channel = next(c for c in demo.channels() if c.name.startswith("inc-"))
-    demo.clock.advance(timedelta(minutes=3))
+    await demo.wait(3)
     await demo.step(
         at(3),
         "@bob",
         "clicks Acknowledge",
         lambda: demo.click("incident_ack", user=bob, channel=channel),
     )
-    demo.clock.advance(timedelta(minutes=1))
+    await demo.wait(1)
     await demo.step(
         at(4),
         "@bob",
@@ -178,7 +192,7 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
         "/incident role comms_lead @carol",
         lambda: demo.command(f"role comms_lead <@{carol}|carol>", user=bob, channel=channel.id),
     )
-    demo.clock.advance(timedelta(minutes=8))
+    await demo.wait(8)
     await demo.step(
         at(12),
         "@bob",
@@ -196,7 +210,43 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
         "/incident status mitigating",
         lambda: demo.command("status mitigating", user=bob, channel=channel.id),
     )
-    demo.clock.advance(timedelta(minutes=6))
+    playbook = next(m for m in channel.messages if "Playbook" in m.text)
+    first = next(b for b in playbook.blocks or [] if b.get("block_id") == "steps:0")
+    option = first["elements"][0]["options"][0]
+
+    async def tick() -> str | None:
+        await demo.driver.click(
+            first["elements"][0]["action_id"],
+            "",
+            user=bob,
+            channel=channel.id,
+            message_ts=playbook.ts,
+            block_id="steps:0",
+            extra={"type": "checkboxes", "selected_options": [option]},
+        )
+        return None
+
+    await demo.step(at(12), "@bob", "ticks the first playbook step", tick)
+    await demo.wait(3)
+    said = Message(
+        ts=f"{demo.clock.now().timestamp():.6f}",
+        user=carol,
+        text="Support: EU customers see checkout errors since 09:58",
+    )
+    channel.messages.append(said)
+    demo.seen[channel.id] = len(channel.messages)
+
+    async def pin() -> str | None:
+        await demo.driver.reaction_added("pushpin", user=bob, channel=channel.id, ts=said.ts)
+        return None
+
+    await demo.step(
+        at(15),
+        "@bob",
+        "reacts 📌 to Carol's message “Support: EU customers see checkout errors since 09:58”",
+        pin,
+    )
+    await demo.wait(3)
     await demo.step(
         at(18),
         "@carol",
@@ -205,14 +255,24 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
             "note <!channel> customers report checkout errors in EU", user=carol, channel=channel.id
         ),
     )
-    demo.clock.advance(timedelta(minutes=20))
+    await demo.wait(20)
     await demo.step(
         at(38),
         "@bob",
         "/incident sev sev2 (payments flowing through the backup)",
         lambda: demo.command("sev sev2", user=bob, channel=channel.id),
     )
-    demo.clock.advance(timedelta(minutes=24))
+    await demo.step(
+        at(38),
+        "@bob",
+        "/incident action add alert on webhook signature failures @bob",
+        lambda: demo.command(
+            f"action add alert on webhook signature failures <@{bob}|bob>",
+            user=bob,
+            channel=channel.id,
+        ),
+    )
+    await demo.wait(24)
     await demo.step(
         at(62),
         "@bob",
@@ -245,6 +305,14 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
         "/incident timeline",
         lambda: demo.command("timeline", user=alice, channel=channel.id),
     )
+    (draft,) = demo.fake.files.values()
+    markdown = (draft.content or b"").decode()
+    print(
+        f"\n{'━' * 78}\nThe post-mortem draft uploaded at resolution ({draft.filename}), "
+        "its first lines:\n"
+    )
+    print("\n".join(f"    {line}" for line in markdown.splitlines()[:30]))
+    print("    …")
     print(
         f"\n{'━' * 78}\nDone: one incident, {len(channel.messages)} messages in #{channel.name}, "
         f"{len(demo.fake.calls)} Slack API calls recorded by the stand-in."

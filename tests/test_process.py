@@ -230,3 +230,33 @@ def test_policy_check(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: invalid policy" in result.stderr
     assert "severities.0.ack_timeout" in result.stderr
+
+
+def test_broken_playbook_is_named_by_check_and_stops_start_up(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "cache-issues.yaml").write_text("title: Cache\nsteps:\n  - {when: now}\n")
+    check = run_cli(
+        "policy",
+        "check",
+        str(root / "policy.example.yaml"),
+        "--playbooks",
+        str(folder),
+        env={},
+        cwd=tmp_path,
+    )
+    assert check.returncode == 1
+    assert "cache-issues.yaml: steps.0.text: Field required" in check.stderr
+    serve = run_cli(
+        env={
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_SIGNING_SECRET": "secret",
+            "PLAYBOOKS_DIR": str(folder),
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+        },
+        cwd=tmp_path,
+    )
+    assert serve.returncode == 2
+    assert "configuration error:" in serve.stderr
+    assert "cache-issues.yaml: steps.0.text" in serve.stderr

@@ -39,7 +39,7 @@ def _block_lines(fake: FakeSlack, block: dict[str, Any]) -> list[str]:
     if kind == "header":
         return [f"▌{block['text']['text']}"]
     if kind == "section":
-        lines = []
+        lines: list[str] = []
         if block.get("text"):
             lines += readable(fake, block["text"]["text"]).splitlines()
         for field in block.get("fields") or []:
@@ -50,7 +50,19 @@ def _block_lines(fake: FakeSlack, block: dict[str, Any]) -> list[str]:
             "  " + readable(fake, element.get("text", "")) for element in block.get("elements", [])
         ]
     if kind == "actions":
-        return [" ".join(f"[{element['text']['text']}]" for element in block.get("elements", []))]
+        lines = []
+        buttons = []
+        for element in block.get("elements", []):
+            if element.get("type") == "checkboxes":
+                ticked = {o["value"] for o in element.get("initial_options") or []}
+                for option in element.get("options", []):
+                    box = "☑" if option["value"] in ticked else "☐"
+                    note = (option.get("description") or {}).get("text", "")
+                    note = f"  ({readable(fake, note)})" if note else ""
+                    lines.append(f"{box} {readable(fake, option['text']['text'])}{note}")
+            elif isinstance(element.get("text"), dict):
+                buttons.append(f"[{element['text']['text']}]")
+        return lines + ([" ".join(buttons)] if buttons else [])
     if kind == "divider":
         return ["─" * 40]
     return []
@@ -69,7 +81,9 @@ def _author(fake: FakeSlack, message: Message) -> str:
 
 
 def render_message(fake: FakeSlack, message: Message) -> str:
-    body = "\n".join(f"    {line}" for line in message_lines(fake, message.text, message.blocks))
+    lines = message_lines(fake, message.text, message.blocks)
+    lines += [f"📎 {f.get('name') or f.get('title')}" for f in message.files]
+    body = "\n".join(f"    {line}" for line in lines)
     return f"  {_author(fake, message)}:\n{body}"
 
 

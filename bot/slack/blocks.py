@@ -429,14 +429,15 @@ def playbook_message(
         ticked = []
         for step in playbook.steps[start : start + STEPS_PER_GROUP]:
             tick = ticks.get(step.id)
-            when_text = f"{step.when} · " if step.when else ""
-            note = f"✓ {mention(tick['by'])}" if tick else ""
+            note = " · ".join(
+                part
+                for part in (step.when or "", f"✓ {mention(tick['by'])}" if tick else "")
+                if part
+            )
             option = Option(
                 value=step.id,
                 text=MarkdownTextObject(text=clip(escape(step.text), 75)),
-                description=MarkdownTextObject(text=clip(f"{when_text}{note}", 75))
-                if when_text or note
-                else None,
+                description=MarkdownTextObject(text=clip(note, 75)) if note else None,
             )
             options.append(option)
             if tick:
