@@ -25,7 +25,7 @@ from sqlalchemy import update
 
 from bot.clock import SystemClock
 from bot.domain.policy import default_policy
-from bot.service.incidents import IncidentService
+from bot.service.incidents import IncidentService, Where
 from bot.service.ports import Job
 from bot.store.db import Database
 from bot.store.repository import SqlStore
@@ -77,7 +77,7 @@ async def run(incidents: int, window: float, database_url: str | None, idle: flo
             clock.fixed = due - interval
             outcome = await service.declare(severity="sev2", title=f"bench {n}", by="U0BENCH")
             clock.fixed = due - interval + timedelta(seconds=1)
-            await service.acknowledge(by="U0BENCH", incident_id=outcome.incident.id)
+            await service.acknowledge(Where(incident_id=outcome.incident.id), by="U0BENCH")
         clock.fixed = None
         placed = time.perf_counter() - placed
         # The declarations' Slack work is not what is measured: mark it done at once.

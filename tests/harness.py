@@ -19,6 +19,7 @@ from bot.devtools.driver import ActionReply, CommandReply, SlackDriver, view_val
 from bot.devtools.fakepagerduty import FakePagerDuty
 from bot.devtools.fakeslack import Channel, FakeSlack, Message
 from bot.runtime import Runtime
+from bot.service.incidents import Where
 from bot.service.ports import IncidentRecord
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
@@ -110,7 +111,7 @@ class Slack:
         return response
 
     async def record(self, channel: Channel) -> IncidentRecord:
-        return await self.bot.service.find(channel_id=channel.id)
+        return await self.bot.service.find(Where(channel_id=channel.id))
 
     def texts(self, channel: Channel) -> list[str]:
         """What the channel shows: every message's text and block text, in order."""

@@ -115,6 +115,14 @@ def _pin_key(channel_id: str, ts: str) -> str:
     return f"pin:{channel_id}:{ts}"
 
 
+@dataclass(frozen=True)
+class Where:
+    """Which incident a command is about: by id (buttons, forms) or by its channel (commands)."""
+
+    incident_id: str | None = None
+    channel_id: str | None = None
+
+
 class _LostClaim(Exception):
     """Another process took the timer over (its lease had expired); it fires it, not us."""
 
@@ -232,35 +240,31 @@ class IncidentService:
                 ]
         return jobs
 
-    async def _load(
-        self, tx: Tx, *, incident_id: str | None, channel_id: str | None
-    ) -> IncidentRecord:
-        if incident_id:
-            record = await tx.get(incident_id, lock=True)
+    async def _load(self, tx: Tx, where: Where, *, lock: bool) -> IncidentRecord:
+        if where.incident_id:
+            record = await tx.get(where.incident_id, lock=lock)
             if record is None:
-                raise NotFound(f"There is no incident {incident_id}.")
+                raise NotFound(f"There is no incident {where.incident_id}.")
             return record
-        if channel_id:
-            record = await tx.by_channel(channel_id, lock=True)
-            if record is None:
-                raise NotFound(
-                    "This channel is not an incident channel. Run this in the incident's "
-                    "channel, or declare one with `/incident <severity> <title>`."
-                )
-            return record
-        raise NotFound("Which incident? Run this in the incident's channel.")
+        record = await tx.by_channel(where.channel_id, lock=lock) if where.channel_id else None
+        if record is None:
+            raise NotFound(
+                "This channel is not an incident channel. Run this in the incident's "
+                "channel, or declare one with `/incident <severity> <title>`."
+            )
+        return record
 
     async def _apply(
         self,
-        *,
-        incident_id: str | None = None,
-        channel_id: str | None = None,
+        where: Where,
         change: Callable[[Incident, datetime], list[Event]],
+        *,
         enrich: Callable[[Tx, Incident, list[Event]], Awaitable[None]] | None = None,
     ) -> Outcome:
+        """One command: load (locked), change, save state + timeline + jobs + timers."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
-            record = await self._load(tx, incident_id=incident_id, channel_id=channel_id)
+            record = await self._load(tx, where, lock=True)
             events = change(record.incident, now)
             if enrich is not None:
                 await enrich(tx, record.incident, events)
@@ -336,92 +340,36 @@ class IncidentService:
         self._wake()
         return Outcome(record, events)
 
-    # ---- commands on an incident ---------------------------------------------------------
-    async def acknowledge(
-        self, *, by: str, incident_id: str | None = None, channel_id: str | None = None
-    ) -> Outcome:
+    # ---- commands on an incident (each one transaction through `_apply`) -----------------
+    async def acknowledge(self, where: Where, *, by: str) -> Outcome:
+        return await self._apply(where, lambda i, now: i.acknowledge(by=by, now=now))
+
+    async def take_command(self, where: Where, *, by: str, user: str | None = None) -> Outcome:
+        return await self._apply(where, lambda i, now: i.take_command(by=by, now=now, user=user))
+
+    async def assign_role(self, where: Where, *, by: str, role: str, user: str) -> Outcome:
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.acknowledge(by=by, now=now),
+            where,
+            lambda i, now: i.assign_role(by=by, role=role, user=user, now=now, policy=self.policy),
         )
 
-    async def take_command(
-        self,
-        *,
-        by: str,
-        user: str | None = None,
-        incident_id: str | None = None,
-        channel_id: str | None = None,
-    ) -> Outcome:
+    async def set_status(self, where: Where, *, by: str, status: str) -> Outcome:
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.take_command(by=by, now=now, user=user),
+            where, lambda i, now: i.set_status(by=by, status=status, now=now, policy=self.policy)
         )
 
-    async def assign_role(
-        self,
-        *,
-        by: str,
-        role: str,
-        user: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
-        return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.assign_role(
-                by=by, role=role, user=user, now=now, policy=self.policy
-            ),
-        )
-
-    async def set_status(
-        self,
-        *,
-        by: str,
-        status: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
-        return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.set_status(
-                by=by, status=status, now=now, policy=self.policy
-            ),
-        )
-
-    async def change_severity(
-        self,
-        *,
-        by: str,
-        severity: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
+    async def change_severity(self, where: Where, *, by: str, severity: str) -> Outcome:
         level = self.severity(severity)
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.change_severity(by=by, severity=level, now=now),
+            where, lambda i, now: i.change_severity(by=by, severity=level, now=now)
         )
 
     async def post_update(
-        self,
-        *,
-        by: str,
-        text: str,
-        status: str | None = None,
-        next_steps: str = "",
-        channel_id: str | None = None,
-        incident_id: str | None = None,
+        self, where: Where, *, by: str, text: str, status: str | None = None, next_steps: str = ""
     ) -> Outcome:
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.post_update(
+            where,
+            lambda i, now: i.post_update(
                 by=by,
                 text=text,
                 now=now,
@@ -431,51 +379,20 @@ class IncidentService:
             ),
         )
 
-    async def add_note(
-        self,
-        *,
-        by: str,
-        text: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
-        return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.add_note(by=by, text=text, now=now),
-        )
+    async def add_note(self, where: Where, *, by: str, text: str) -> Outcome:
+        return await self._apply(where, lambda i, now: i.add_note(by=by, text=text, now=now))
 
-    async def escalate(
-        self,
-        *,
-        by: str,
-        reason: str = "",
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
+    async def escalate(self, where: Where, *, by: str, reason: str = "") -> Outcome:
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.escalate(
-                by=by, now=now, policy=self.policy, reason=reason
-            ),
+            where, lambda i, now: i.escalate(by=by, now=now, policy=self.policy, reason=reason)
         )
 
     async def resolve(
-        self,
-        *,
-        by: str,
-        summary: str,
-        root_cause: str = "",
-        channel_id: str | None = None,
-        incident_id: str | None = None,
+        self, where: Where, *, by: str, summary: str, root_cause: str = ""
     ) -> Outcome:
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.resolve(
-                by=by, summary=summary, root_cause=root_cause, now=now
-            ),
+            where,
+            lambda i, now: i.resolve(by=by, summary=summary, root_cause=root_cause, now=now),
             enrich=self._drill_report,
         )
 
@@ -489,14 +406,7 @@ class IncidentService:
             if event.kind == EventKind.RESOLVED:
                 event.data["drill_report"] = report
 
-    async def snooze(
-        self,
-        *,
-        by: str,
-        duration: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
+    async def snooze(self, where: Where, *, by: str, duration: str) -> Outcome:
         try:
             delta = parse_duration(duration)
         except ValueError:
@@ -504,76 +414,33 @@ class IncidentService:
                 f"`{duration}` is not a duration. Write `/incident snooze 30m` (or 15m, 1h)."
             ) from None
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.snooze(
-                by=by, duration=delta, now=now, policy=self.policy
-            ),
+            where, lambda i, now: i.snooze(by=by, duration=delta, now=now, policy=self.policy)
         )
 
-    async def tag(
-        self, *, by: str, tag: str, channel_id: str | None = None, incident_id: str | None = None
-    ) -> Outcome:
-        return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.tag(by=by, tag=tag, now=now),
-        )
+    async def tag(self, where: Where, *, by: str, tag: str) -> Outcome:
+        return await self._apply(where, lambda i, now: i.tag(by=by, tag=tag, now=now))
 
-    async def complete(
-        self,
-        *,
-        by: str,
-        duty: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
-        return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.complete(by=by, duty=duty, now=now),
-        )
+    async def complete(self, where: Where, *, by: str, duty: str) -> Outcome:
+        return await self._apply(where, lambda i, now: i.complete(by=by, duty=duty, now=now))
 
     # ---- the record --------------------------------------------------------------------
-    async def add_action(
-        self,
-        *,
-        by: str,
-        text: str,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
-        now = self.clock.now()
+    async def add_action(self, where: Where, *, by: str, text: str) -> Outcome:
         body, owner, due = parse_action(
-            text, now=now, default_due=self.policy.followups.action_review
+            text, now=self.clock.now(), default_due=self.policy.followups.action_review
         )
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, at: incident.add_action(
-                by=by, text=body, owner=owner, due=due, now=at
-            ),
+            where,
+            lambda i, now: i.add_action(by=by, text=body, owner=owner, due=due, now=now),
         )
 
-    async def complete_action(
-        self,
-        *,
-        by: str,
-        number: int,
-        channel_id: str | None = None,
-        incident_id: str | None = None,
-    ) -> Outcome:
+    async def complete_action(self, where: Where, *, by: str, number: int) -> Outcome:
         return await self._apply(
-            incident_id=incident_id,
-            channel_id=channel_id,
-            change=lambda incident, now: incident.complete_action(by=by, number=number, now=now),
+            where, lambda i, now: i.complete_action(by=by, number=number, now=now)
         )
 
-    async def set_ticks(
-        self, *, by: str, channel_id: str, group: int, selected: list[str]
-    ) -> Outcome:
-        """A checklist element was changed: `steps` are its steps, `selected` those ticked now.
-        Each step whose state changed becomes a timeline entry."""
+    async def set_ticks(self, where: Where, *, by: str, group: int, selected: list[str]) -> Outcome:
+        """A checklist group (ten steps from `group`) was changed; `selected` are the steps
+        ticked now. Each step whose state changed becomes a timeline entry."""
 
         def change(incident: Incident, now: datetime) -> list[Event]:
             playbook = self.playbooks.get(incident.playbook or "")
@@ -591,7 +458,7 @@ class IncidentService:
                 raise NothingToDo("Nothing changed on the checklist.")
             return events
 
-        return await self._apply(channel_id=channel_id, change=change)
+        return await self._apply(where, change)
 
     async def capture(
         self,
@@ -666,10 +533,10 @@ class IncidentService:
         )
         return postmortem_filename(incident), markdown
 
-    async def request_postmortem(self, *, by: str, channel_id: str) -> IncidentRecord:
+    async def request_postmortem(self, where: Where, *, by: str) -> IncidentRecord:
         now = self.clock.now()
         async with self.store.transaction() as tx:
-            record = await self._load(tx, incident_id=None, channel_id=channel_id)
+            record = await self._load(tx, where, lock=False)
             await tx.enqueue([NewJob(JobKind.POSTMORTEM, record.incident.id, {"by": by})], now=now)
         self._wake()
         return record
@@ -740,22 +607,9 @@ class IncidentService:
             return await tx.next_timer_due()
 
     # ---- queries -----------------------------------------------------------------------
-    async def find(
-        self, *, incident_id: str | None = None, channel_id: str | None = None
-    ) -> IncidentRecord:
+    async def find(self, where: Where) -> IncidentRecord:
         async with self.store.transaction() as tx:
-            if incident_id:
-                record = await tx.get(incident_id)
-            elif channel_id:
-                record = await tx.by_channel(channel_id)
-            else:
-                record = None
-        if record is None:
-            raise NotFound(
-                "This channel is not an incident channel. Run this in the incident's channel, "
-                "or declare one with `/incident <severity> <title>`."
-            )
-        return record
+            return await self._load(tx, where, lock=False)
 
     async def open_incidents(self) -> list[IncidentRecord]:
         async with self.store.transaction() as tx:

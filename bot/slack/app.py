@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import DomainError
-from bot.service.incidents import IncidentService, Outcome, snapshot
+from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, commands, texts
 from bot.slack.blocks import Action, Modal
 
@@ -190,7 +190,12 @@ def build_app(
         await ack()
         user, incident_id = clicked(body)
         await run_button(
-            respond, "ack", lambda: service.acknowledge(by=user, incident_id=incident_id)
+            respond,
+            "ack",
+            lambda: service.acknowledge(
+                Where(incident_id=incident_id),
+                by=user,
+            ),
         )
 
     @app.action(Action.COMMAND)
@@ -198,7 +203,12 @@ def build_app(
         await ack()
         user, incident_id = clicked(body)
         await run_button(
-            respond, "take command", lambda: service.take_command(by=user, incident_id=incident_id)
+            respond,
+            "take command",
+            lambda: service.take_command(
+                Where(incident_id=incident_id),
+                by=user,
+            ),
         )
 
     @app.action(Action.ESCALATE)
@@ -206,7 +216,12 @@ def build_app(
         await ack()
         user, incident_id = clicked(body)
         await run_button(
-            respond, "escalate", lambda: service.escalate(by=user, incident_id=incident_id)
+            respond,
+            "escalate",
+            lambda: service.escalate(
+                Where(incident_id=incident_id),
+                by=user,
+            ),
         )
 
     async def open_form(
@@ -217,7 +232,7 @@ def build_app(
     ) -> None:
         _, incident_id = clicked(body)
         try:
-            record = await service.find(incident_id=incident_id)
+            record = await service.find(Where(incident_id=incident_id))
         except DomainError as error:
             follow_up(respond, texts.escape_error(str(error)), what="open form")
             return
@@ -249,7 +264,11 @@ def build_app(
         await run_button(
             respond,
             "snooze",
-            lambda: service.snooze(by=user, duration=duration, incident_id=incident_id),
+            lambda: service.snooze(
+                Where(incident_id=incident_id),
+                by=user,
+                duration=duration,
+            ),
         )
 
     @app.action(Action.DUTY_DONE)
@@ -258,7 +277,13 @@ def build_app(
         user, value = clicked(body)
         incident_id, _, duty = value.partition("|")
         await run_button(
-            respond, "done", lambda: service.complete(by=user, duty=duty, incident_id=incident_id)
+            respond,
+            "done",
+            lambda: service.complete(
+                Where(incident_id=incident_id),
+                by=user,
+                duty=duty,
+            ),
         )
 
     @app.action(Action.ACTION_DONE)
@@ -270,7 +295,9 @@ def build_app(
             respond,
             "action done",
             lambda: service.complete_action(
-                by=user, number=int(number or 0), incident_id=incident_id
+                Where(incident_id=incident_id),
+                by=user,
+                number=int(number or 0),
             ),
         )
 
@@ -287,7 +314,10 @@ def build_app(
             respond,
             "tick",
             lambda: service.set_ticks(
-                by=body["user"]["id"], channel_id=str(channel), group=group, selected=selected
+                Where(channel_id=str(channel)),
+                by=body["user"]["id"],
+                group=group,
+                selected=selected,
             ),
         )
 
@@ -321,8 +351,8 @@ def build_app(
         values = view["state"]["values"]
         try:
             await service.post_update(
+                Where(incident_id=view.get("private_metadata") or ""),
                 by=body["user"]["id"],
-                incident_id=view.get("private_metadata") or "",
                 text=commands.plain(_value(values, "text")),
                 status=_value(values, "status") or None,
                 next_steps=commands.plain(_value(values, "next_steps")),
@@ -337,8 +367,8 @@ def build_app(
         values = view["state"]["values"]
         try:
             await service.resolve(
+                Where(incident_id=view.get("private_metadata") or ""),
                 by=body["user"]["id"],
-                incident_id=view.get("private_metadata") or "",
                 summary=commands.plain(_value(values, "summary")),
                 root_cause=commands.plain(_value(values, "root_cause")),
             )

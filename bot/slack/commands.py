@@ -12,7 +12,7 @@ from bot.domain.errors import InvalidCommand
 from bot.domain.incident import EventKind
 from bot.domain.naming import channel_name
 from bot.domain.stats import render_stats_text
-from bot.service.incidents import IncidentService, Outcome, snapshot
+from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, texts
 from bot.slack.texts import mention
 
@@ -185,34 +185,52 @@ async def handle(text: str, ctx: Context) -> Reply:
 
 
 async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
-    service, policy, by, channel = ctx.service, ctx.service.policy, ctx.user, ctx.channel
+    service, policy, by = ctx.service, ctx.service.policy, ctx.user
+    here = Where(channel_id=ctx.channel)
     outcome: Outcome
     match word:
         case "ack":
-            outcome = await service.acknowledge(by=by, channel_id=channel)
+            outcome = await service.acknowledge(
+                here,
+                by=by,
+            )
         case "update":
             if not rest:
-                record = await service.find(channel_id=channel)
+                record = await service.find(here)
                 view = blocks.update_modal(snapshot(record.incident, policy), policy)
                 return Reply("Opening the update form…", view=view)
-            outcome = await service.post_update(by=by, text=rest, channel_id=channel)
+            outcome = await service.post_update(
+                here,
+                by=by,
+                text=rest,
+            )
         case "status":
             if not rest:
                 raise InvalidCommand(
                     f"Write `/incident status <state>`: {' | '.join(policy.open_statuses)}."
                 )
-            outcome = await service.set_status(by=by, status=rest.split()[0], channel_id=channel)
+            outcome = await service.set_status(
+                here,
+                by=by,
+                status=rest.split()[0],
+            )
         case "sev" | "severity":
             if not rest:
                 raise InvalidCommand(
                     f"Write `/incident sev <severity>`: {policy.severity_words()}."
                 )
             outcome = await service.change_severity(
-                by=by, severity=rest.split()[0], channel_id=channel
+                here,
+                by=by,
+                severity=rest.split()[0],
             )
         case "ic" | "commander":
             target = user_id(rest.split()[0]) if rest else None
-            outcome = await service.take_command(by=by, user=target, channel_id=channel)
+            outcome = await service.take_command(
+                here,
+                by=by,
+                user=target,
+            )
         case "role":
             parts = rest.split()
             if len(parts) != 2:
@@ -220,45 +238,72 @@ async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
                     f"Write `/incident role <role> @user`; roles: {', '.join(policy.roles)}."
                 )
             outcome = await service.assign_role(
-                by=by, role=plain(parts[0]), user=user_id(parts[1]), channel_id=channel
+                here,
+                by=by,
+                role=plain(parts[0]),
+                user=user_id(parts[1]),
             )
         case "note":
             if not rest:
                 raise InvalidCommand("Write `/incident note <text>`.")
-            outcome = await service.add_note(by=by, text=rest, channel_id=channel)
+            outcome = await service.add_note(
+                here,
+                by=by,
+                text=rest,
+            )
         case "escalate":
-            outcome = await service.escalate(by=by, reason=rest, channel_id=channel)
+            outcome = await service.escalate(
+                here,
+                by=by,
+                reason=rest,
+            )
         case "resolve":
             if not rest:
-                record = await service.find(channel_id=channel)
+                record = await service.find(here)
                 if not record.incident.is_open:
                     raise InvalidCommand(f"{record.incident.id} is already resolved.")
                 view = blocks.resolve_modal(snapshot(record.incident, policy))
                 return Reply("Opening the resolve form…", view=view)
-            outcome = await service.resolve(by=by, summary=rest, channel_id=channel)
+            outcome = await service.resolve(
+                here,
+                by=by,
+                summary=rest,
+            )
         case "snooze":
             if not rest:
                 raise InvalidCommand("Write `/incident snooze <duration>`, e.g. 30m.")
-            outcome = await service.snooze(by=by, duration=rest.split()[0], channel_id=channel)
+            outcome = await service.snooze(
+                here,
+                by=by,
+                duration=rest.split()[0],
+            )
         case "tag":
             if not rest:
                 raise InvalidCommand("Write `/incident tag <tag>`, e.g. `/incident tag security`.")
-            outcome = await service.tag(by=by, tag=rest.split()[0], channel_id=channel)
+            outcome = await service.tag(
+                here,
+                by=by,
+                tag=rest.split()[0],
+            )
         case "timeline":
-            record = await service.find(channel_id=channel)
+            record = await service.find(here)
             entries = await service.timeline(record.incident.id)
             page = int(rest.split()[0]) if rest.split() and rest.split()[0].isdigit() else 1
             message = blocks.timeline_message(record.incident.id, entries, page=page)
             return Reply(message.text, message.blocks)
         case "action":
             if not rest:
-                record = await service.find(channel_id=channel)
+                record = await service.find(here)
                 message = blocks.action_list(record.incident.id, record.incident.actions)
                 return Reply(message.text, message.blocks)
             # the owner mention is needed raw: take it from the text as Slack sent it
-            outcome = await service.add_action(by=by, text=ctx.raw_rest, channel_id=channel)
+            outcome = await service.add_action(
+                here,
+                by=by,
+                text=ctx.raw_rest,
+            )
         case "postmortem":
-            record = await service.request_postmortem(by=by, channel_id=channel)
+            record = await service.request_postmortem(here, by=by)
             return Reply(
                 f"📝 Building the post-mortem draft for {record.incident.id}; it will be "
                 "uploaded to this channel in a moment."
