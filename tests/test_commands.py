@@ -312,3 +312,10 @@ async def test_update_modal_from_the_command_and_the_button(slack: Slack) -> Non
     assert "identified" in channel.topic
     await slack.click(Action.UPDATE, slack.alert(channel), channel, user=BOB)
     assert len([v for v in slack.fake.views if v["callback_id"] == Modal.UPDATE]) == 2
+
+
+async def test_stats_with_a_wrong_window_is_refused_at_once(slack: Slack) -> None:
+    reply = await slack.command("stats forever")
+    assert reply.text is not None
+    assert "forever" in reply.text
+    assert not slack.fake.responses[reply.response_url], "no follow-up is sent"

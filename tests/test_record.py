@@ -236,8 +236,10 @@ async def test_stats_agree_with_the_recorded_times(slack: Slack) -> None:
         await slack.command("resolve fixed", user=BOB, channel=channel.id)
     await slack.command("drill sev1 practice")
     reply = await slack.command("stats 30d")
-    assert isinstance(reply.body, dict)
-    shown = json.dumps(reply.body["blocks"], ensure_ascii=False)
+    assert reply.text == "📈 Computing the statistics…"
+    (answer,) = await reply.followups()
+    assert answer["replace_original"] is True
+    shown = json.dumps(answer["blocks"], ensure_ascii=False)
     assert "1 drill excluded" in shown
     sev1 = next(line for line in shown.split("\\n") if line.startswith("SEV1"))
     assert sev1.split()[:3] == ["SEV1", "3", "3"]

@@ -166,6 +166,17 @@ def build_app(
             open_view(client, ctx.trigger_id, reply.view, respond)
             return
         await ack(**reply.body())
+        if reply.later is not None:
+            slow = reply.later
+
+            async def finish() -> None:
+                try:
+                    result = await slow()
+                except DomainError as error:
+                    result = commands.Reply(texts.escape_error(str(error)))
+                await respond(**result.body(), replace_original=True)
+
+            background.spawn(finish(), what="/incident follow-up")
 
     # ---- buttons -----------------------------------------------------------------------
     async def run_button(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.incident import EventKind
 from bot.domain.naming import channel_name
-from bot.domain.stats import render_stats_text
+from bot.domain.stats import parse_window, render_stats_text
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, texts
 from bot.slack.texts import mention
@@ -33,6 +34,8 @@ class Reply:
     blocks: list[dict[str, Any]] | None = None
     in_channel: bool = False
     view: dict[str, Any] | None = None
+    # Work too slow for the acknowledgement: run after it, its reply sent to response_url.
+    later: Callable[[], Awaitable[Reply]] | None = None
 
     def body(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -144,9 +147,13 @@ async def handle(text: str, ctx: Context) -> Reply:
         message = blocks.incident_list(rows)
         return Reply(message.text, message.blocks)
     if word == "stats":
-        stats = await service.stats(rest)
-        message = blocks.stats_message(render_stats_text(stats))
-        return Reply(message.text, message.blocks)
+        parse_window(rest)  # a wrong window is said at once
+
+        async def compute() -> Reply:
+            message = blocks.stats_message(render_stats_text(await service.stats(rest)))
+            return Reply(message.text, message.blocks)
+
+        return Reply("📈 Computing the statistics…", later=compute)
     drill = word == "drill"
     if drill:
         word, rest = split(rest)
