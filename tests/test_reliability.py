@@ -171,3 +171,10 @@ async def test_metrics_and_health(slack: Slack) -> None:
     metrics = (await slack.driver._http.get(f"{base}/metrics")).text
     assert 'incident_bot_open_incidents{severity="SEV2"} 1' in metrics
     assert "incident_bot_slack_jobs_pending 0" in metrics
+
+
+async def test_unknown_events_are_answered_200(slack: Slack) -> None:
+    response = await slack.driver.event(
+        {"type": "member_joined_channel", "user": BOB, "channel": slack.general}
+    )
+    assert response.status_code == 200

@@ -450,4 +450,8 @@ def build_app(
     async def on_message(ack: AsyncAck) -> None:
         await ack()  # ordinary channel messages: only 📌 brings them into the timeline
 
+    @app.event(re.compile(".*"))
+    async def on_other_event(ack: AsyncAck) -> None:
+        await ack()  # any other subscribed event: answered, so Slack does not retry it
+
     return app
