@@ -196,44 +196,44 @@ def build_app(
     def clicked(body: dict[str, Any]) -> tuple[str, str]:
         return body["user"]["id"], str(body["actions"][0].get("value") or "")
 
-    @app.action(Action.ACK)
-    async def on_ack(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user, incident_id = clicked(body)
-        await run_button(
-            respond,
-            "ack",
-            lambda: service.acknowledge(
-                Where(incident_id=incident_id),
-                by=user,
-            ),
-        )
+    ButtonCall = Callable[[Where, str, str], Awaitable[Outcome]]
 
-    @app.action(Action.COMMAND)
-    async def on_command_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user, incident_id = clicked(body)
-        await run_button(
-            respond,
-            "take command",
-            lambda: service.take_command(
-                Where(incident_id=incident_id),
-                by=user,
-            ),
-        )
+    def button(action_id: str | re.Pattern[str], what: str, call: ButtonCall) -> None:
+        """A button whose value is `<incident id>` or `<incident id>|<argument>`: one service
+        call for the clicking user; the outcome (or the refusal) is said to them alone."""
 
-    @app.action(Action.ESCALATE)
-    async def on_escalate(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user, incident_id = clicked(body)
-        await run_button(
-            respond,
-            "escalate",
-            lambda: service.escalate(
-                Where(incident_id=incident_id),
-                by=user,
-            ),
-        )
+        async def on_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+            await ack()
+            user, value = clicked(body)
+            incident_id, _, argument = value.partition("|")
+            await run_button(
+                respond, what, lambda: call(Where(incident_id=incident_id), user, argument)
+            )
+
+        app.action(action_id)(on_click)
+
+    button(Action.ACK, "ack", lambda where, user, _: service.acknowledge(where, by=user))
+    button(
+        Action.COMMAND, "take command", lambda where, user, _: service.take_command(where, by=user)
+    )
+    button(Action.ESCALATE, "escalate", lambda where, user, _: service.escalate(where, by=user))
+    button(
+        re.compile(f"^{Action.NUDGE_SNOOZE}_"),
+        "snooze",
+        lambda where, user, duration: service.snooze(where, by=user, duration=duration),
+    )
+    button(
+        Action.DUTY_DONE,
+        "done",
+        lambda where, user, duty: service.complete(where, by=user, duty=duty),
+    )
+    button(
+        Action.ACTION_DONE,
+        "action done",
+        lambda where, user, number: service.complete_action(
+            where, by=user, number=int(number) if number.isdigit() else 0
+        ),
+    )
 
     async def open_form(
         web: AsyncWebClient,
@@ -266,51 +266,6 @@ def build_app(
     ) -> None:
         await ack()
         await open_form(client, body, respond, blocks.resolve_modal)
-
-    @app.action(re.compile(f"^{Action.NUDGE_SNOOZE}_"))
-    async def on_snooze(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user, value = clicked(body)
-        incident_id, _, duration = value.partition("|")
-        await run_button(
-            respond,
-            "snooze",
-            lambda: service.snooze(
-                Where(incident_id=incident_id),
-                by=user,
-                duration=duration,
-            ),
-        )
-
-    @app.action(Action.DUTY_DONE)
-    async def on_duty_done(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user, value = clicked(body)
-        incident_id, _, duty = value.partition("|")
-        await run_button(
-            respond,
-            "done",
-            lambda: service.complete(
-                Where(incident_id=incident_id),
-                by=user,
-                duty=duty,
-            ),
-        )
-
-    @app.action(Action.ACTION_DONE)
-    async def on_action_done(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user, value = clicked(body)
-        incident_id, _, number = value.partition("|")
-        await run_button(
-            respond,
-            "action done",
-            lambda: service.complete_action(
-                Where(incident_id=incident_id),
-                by=user,
-                number=int(number or 0),
-            ),
-        )
 
     @app.action(re.compile(f"^{Action.PLAYBOOK_STEP}_"))
     async def on_tick(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
