@@ -51,8 +51,7 @@ def simulate(policy: Policy, word: str) -> list[str]:
         by="declarer",
         now=_START,
     )
-    first = severity.escalation[0].notify if severity.escalation else []
-    told = list(dict.fromkeys([*severity.notify_on_declare, *first]))
+    told = severity.declaration_targets
     lines = [
         f"{'+0m':>8}  declared {severity.name}: alert in the channel and announced; "
         f"paged: {_who(told)}"

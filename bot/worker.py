@@ -86,12 +86,6 @@ class Worker:
             await self._record(outcomes)
         return fired + len(jobs)
 
-    async def drain(self, *, max_rounds: int = 1000) -> None:
-        """Run until nothing is due (tests and the demo)."""
-        for _ in range(max_rounds):
-            if not await self.run_once():
-                return
-
     async def _run(self, job: Job) -> tuple[Job, str, Any]:
         """Run one job; returns (job, "done" | "retry" | "failed", result or error)."""
         try:

@@ -7,16 +7,11 @@ import unicodedata
 from datetime import date
 
 CHANNEL_NAME_MAX = 80
-_ID = re.compile(r"^INC-(\d{8})-(\d{3,})$")
 
 
 def incident_id(day: date, seq: int) -> str:
     """`INC-YYYYMMDD-NNN`: the UTC date and the day's sequence (more digits past 999)."""
     return f"INC-{day:%Y%m%d}-{seq:03d}"
-
-
-def is_incident_id(text: str) -> bool:
-    return bool(_ID.match(text.strip().upper()))
 
 
 def slugify(title: str) -> str:

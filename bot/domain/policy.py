@@ -123,6 +123,12 @@ class Severity(_Model):
         return levels
 
     @property
+    def declaration_targets(self) -> list[str]:
+        """Who the alert pages at declaration: those told at once, then the chain's first level."""
+        first = self.escalation[0].notify if self.escalation else []
+        return list(dict.fromkeys([*self.notify_on_declare, *first]))
+
+    @property
     def words(self) -> list[str]:
         return [self.name.lower(), *(alias.lower() for alias in self.aliases)]
 
@@ -208,10 +214,6 @@ class Policy(_Model):
     def rank(self, name: str) -> int:
         """0 for the most severe."""
         return [s.name for s in self.severities].index(self.get(name).name)
-
-    @property
-    def lowest(self) -> Severity:
-        return self.severities[-1]
 
     @property
     def open_statuses(self) -> list[str]:

@@ -550,10 +550,6 @@ class IncidentService:
         pairs = [(r.incident, entries[r.incident.id]) for r in records]
         return compute_stats(pairs, policy=self.policy, since=since, now=now)
 
-    async def counts(self) -> dict[str, Any]:
-        async with self.store.transaction() as tx:
-            return await tx.counts()
-
     # ---- clocks ------------------------------------------------------------------------
     async def fire_due_timers(
         self, *, worker: str, limit: int = 50, lease_seconds: int = 60

@@ -352,15 +352,8 @@ def build_app(
         user = str(event.get("user"))
 
         async def publish() -> None:
-            records = await service.open_incidents()
+            rows = await commands.overview(service)
             now = service.clock.now()
-            rows = []
-            for record in records:
-                row = snapshot(record.incident, policy)
-                row["channel_id"] = record.slack.channel_id
-                target = policy.get(record.incident.severity).resolution_target
-                row["resolution_overdue"] = now - record.incident.declared_at > target
-                rows.append(row)
             rows.sort(key=lambda r: (policy.rank(r["severity"]), r["declared_at"]))
             await client.views_publish(user_id=user, view=blocks.home_view(rows, now=now))
 

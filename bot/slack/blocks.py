@@ -17,7 +17,6 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     CheckboxesElement,
     ContextBlock,
-    DividerBlock,
     HeaderBlock,
     InputBlock,
     MarkdownTextObject,
@@ -780,7 +779,3 @@ def resolve_modal(state: dict[str, Any]) -> dict[str, Any]:
         ],
     )
     return view.to_dict()
-
-
-def divider() -> dict[str, Any]:
-    return DividerBlock().to_dict()

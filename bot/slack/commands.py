@@ -120,6 +120,19 @@ def confirm(outcome: Outcome) -> str:
     return "Done."
 
 
+async def overview(service: IncidentService) -> list[dict[str, Any]]:
+    """Open incidents as /incident list and the App Home show them, in declaration order."""
+    now, policy = service.clock.now(), service.policy
+    rows = []
+    for record in await service.open_incidents():
+        row = snapshot(record.incident, policy)
+        row["channel_id"] = record.slack.channel_id
+        target = policy.get(record.incident.severity).resolution_target
+        row["resolution_overdue"] = now - record.incident.declared_at > target
+        rows.append(row)
+    return rows
+
+
 async def handle(text: str, ctx: Context) -> Reply:
     """Run `/incident <text>` for `ctx.user` in `ctx.channel`."""
     service, policy = ctx.service, ctx.service.policy
@@ -136,14 +149,7 @@ async def handle(text: str, ctx: Context) -> Reply:
     if word == "help":
         return Reply(texts.help_text(policy))
     if word == "list":
-        records = await service.open_incidents()
-        rows = [
-            {
-                **snapshot(r.incident, policy),
-                "channel_id": r.slack.channel_id,
-            }
-            for r in records
-        ]
+        rows = await overview(service)
         message = blocks.incident_list(rows)
         return Reply(message.text, message.blocks)
     if word == "stats":

@@ -127,17 +127,13 @@ class SlackExecutor:
         async with self.store.transaction() as tx:
             await tx.set_slack_refs(incident_id, **refs)
 
-    def _paging(self, record: IncidentRecord) -> list[str]:
-        """Who the alert pages: level one of the chain plus those told at declaration."""
-        severity = self.policy.get(record.incident.severity)
-        targets = list(severity.notify_on_declare)
-        if severity.escalation:
-            targets += severity.escalation[0].notify
-        return list(dict.fromkeys(targets))
-
     def _alert(self, record: IncidentRecord) -> blocks.Message:
         state = snapshot(record.incident, self.policy)
-        return blocks.alert(state, channel_id=record.slack.channel_id, paging=self._paging(record))
+        return blocks.alert(
+            state,
+            channel_id=record.slack.channel_id,
+            paging=self.policy.get(record.incident.severity).declaration_targets,
+        )
 
     # ---- steps -------------------------------------------------------------------------
     async def _create_channel(self, job: Job, record: IncidentRecord) -> dict[str, Any]:

@@ -291,17 +291,6 @@ class _TimerMixin:
         value: datetime | None = (await self.c.execute(statement)).scalar_one_or_none()
         return value
 
-    async def pending_timers(self, incident_id: str) -> list[Timer]:
-        statement = (
-            select(timers)
-            .where(timers.c.incident_id == incident_id, timers.c.state == "pending")
-            .order_by(timers.c.due_at)
-        )
-        return [
-            Timer(row["key"], TimerKind(row["kind"]), row["due_at"], dict(row["data"] or {}))
-            for row in (await self.c.execute(statement)).mappings()
-        ]
-
 
 class SqlTx(_TimerMixin):
     def __init__(self, connection: AsyncConnection) -> None:
