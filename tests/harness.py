@@ -82,13 +82,14 @@ class Slack:
         """Click a button on `message`; `old=True` clicks it on the message as first posted
         (a screen that has not refreshed since)."""
         blocks = message.edits[0].blocks if old and message.edits else message.blocks
+        block_id, value = _button(blocks or [], action_id)
         reply = await self.driver.click(
             action_id,
-            _button_value(blocks or [], action_id),
+            value,
             user=user,
             channel=channel.id,
             message_ts=message.ts,
-            block_id="incident_actions",
+            block_id=block_id,
             message={"ts": message.ts, "text": message.text, "blocks": blocks},
         )
         assert reply.status == 200, reply
@@ -118,11 +119,12 @@ class Slack:
         return [message_text(m) for m in channel.messages]
 
 
-def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
+def _button(blocks: list[dict[str, Any]], action_id: str) -> tuple[str, str]:
+    """The (block_id, value) of the button `action_id` on a message."""
     for block in blocks:
         for element in block.get("elements", []):
             if element.get("action_id") == action_id:
-                return str(element.get("value"))
+                return str(block.get("block_id")), str(element.get("value"))
     raise AssertionError(f"no button {action_id} on the message")
 
 

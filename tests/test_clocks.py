@@ -175,14 +175,7 @@ async def test_snooze_button_and_command(slack: Slack) -> None:
     channel = await slack.declare()
     await advance(slack, 30)
     nudge = slack.fake.channel(channel.name).messages[-1]
-    reply = await slack.driver.click(
-        "nudge_snooze_30m",
-        "INC-20261122-001|30m",
-        user=BOB,
-        channel=channel.id,
-        message_ts=nudge.ts,
-        block_id="nudge_actions",
-    )
+    reply = await slack.click("nudge_snooze_30m", nudge, channel, user=BOB)
     assert reply.status == 200
     await slack.settle()
     assert "snoozed until 2026-11-22 10:00 UTC" in (await reply.followups())[0]["text"]
@@ -245,14 +238,7 @@ async def test_followups_remind_until_done(slack: Slack) -> None:
     (report,) = posted(slack, channel.name, "the incident report")
     assert f"<@{BOB}>" in report
     message = slack.fake.channel(channel.name).messages[-1]
-    reply = await slack.driver.click(
-        "duty_done",
-        "INC-20261122-001|followup:report",
-        user=BOB,
-        channel=channel.id,
-        message_ts=message.ts,
-        block_id="duty_actions",
-    )
+    reply = await slack.click("duty_done", message, channel, user=BOB)
     assert reply.status == 200
     await slack.settle()
     assert posted(slack, channel.name, "marked *report* done")
@@ -271,16 +257,8 @@ async def test_security_incident_has_a_regulator_clock(slack: Slack) -> None:
     assert "due in 2d" in first
     await advance(slack, 24 * 60)
     assert any("due in 1d" in t for t in posted(slack, channel.name, "notify the regulator"))
-    message = slack.fake.channel(channel.name).messages[-1]
-    await slack.driver.click(
-        "duty_done",
-        "INC-20261122-001|compliance:security",
-        user=BOB,
-        channel=channel.id,
-        message_ts=message.ts,
-        block_id="duty_actions",
-    )
-    await slack.settle()
+    reminders = [m for m in channel.messages if "notify the regulator" in message_text(m)]
+    await slack.click("duty_done", reminders[-1], channel, user=BOB)
     await advance(slack, 48 * 60)
     assert len(posted(slack, channel.name, "notify the regulator")) == 2
 

@@ -154,14 +154,7 @@ async def test_action_items(slack: Slack) -> None:
     assert "#1* add retry with backoff" in listed
     assert "due 2026-11-29" in listed, "default due date: the action review, a week on"
     message = channel.messages[-1]
-    done = await slack.driver.click(
-        "action_done",
-        "INC-20261122-001|2",
-        user=BOB,
-        channel=channel.id,
-        message_ts=message.ts,
-        block_id="action_item",
-    )
+    done = await slack.click("action_done", message, channel, user=BOB)
     assert done.status == 200
     await slack.settle()
     assert "completed action item #2" in slack.texts(channel)[-1]
