@@ -178,3 +178,12 @@ async def test_unknown_events_are_answered_200(slack: Slack) -> None:
         {"type": "member_joined_channel", "user": BOB, "channel": slack.general}
     )
     assert response.status_code == 200
+
+
+async def test_follow_ups_wait_out_a_rate_limited_response_url(slack: Slack) -> None:
+    channel = await slack.declare()
+    slack.fake.rate_limit("response_url", retry_after=1)
+    slack.fake.fail("response_url", status=503)
+    reply = await slack.click("incident_ack", slack.alert(channel), channel, user=BOB)
+    (told,) = await reply.followups(timeout=8)
+    assert told["text"] == "👀 INC-20261122-001 acknowledged. Escalation stopped."

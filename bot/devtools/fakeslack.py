@@ -1379,6 +1379,20 @@ class FakeSlack:
     # ------------------------------------------------------------------ response URLs
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
+        """POSTs to response URLs; faults injected for the method name "response_url" apply."""
+        queue = self._faults.get("response_url")
+        if queue:
+            fault = queue.popleft()
+            if fault.kind == "rate_limit":
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(fault.retry_after)},
+                )
+            if fault.kind == "fail":
+                return web.json_response(
+                    {"ok": False, "error": "internal_error"}, status=fault.status
+                )
         url = f"{self.base_url}/response/{request.match_info['key']}"
         received = self.responses.get(url)
         if received is None:

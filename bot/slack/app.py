@@ -19,7 +19,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain.errors import DomainError
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
@@ -29,6 +34,7 @@ from bot.slack.blocks import Action, Modal
 log = logging.getLogger(__name__)
 
 PIN = "pushpin"
+REPLY_ATTEMPTS = 3
 INTERNAL_ERROR = (
     "Something went wrong on the bot's side and it was logged. Nothing was lost that the "
     "bot had confirmed; try the command again."
@@ -84,6 +90,29 @@ class Background:
         await asyncio.wait_for(self.wait(), timeout=10)
 
 
+async def send_reply(respond: AsyncRespond, **message: Any) -> None:
+    """A follow-up to the user through the request's response_url, waiting out 429s
+    (Retry-After, by slack_sdk's handler) and 5xx (here: the webhook client consults its
+    retry handlers only for 429s and connection errors)."""
+    if not respond.response_url:
+        return
+    webhook = AsyncWebhookClient(
+        url=respond.response_url,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+    for attempt in range(REPLY_ATTEMPTS):
+        response = await webhook.send_dict(message)
+        if response.status_code < 500:
+            break
+        await asyncio.sleep(2**attempt)
+    if response.status_code >= 400:
+        log.warning("response_url answered %s: %s", response.status_code, response.body[:200])
+
+
 def _value(values: dict[str, Any], block: str) -> str:
     element = (values.get(block) or {}).get("value") or {}
     if element.get("selected_option"):
@@ -119,7 +148,8 @@ def build_app(
 
     def follow_up(respond: AsyncRespond, text: str, *, what: str) -> None:
         background.spawn(
-            respond(text=text, response_type="ephemeral", replace_original=False), what=what
+            send_reply(respond, text=text, response_type="ephemeral", replace_original=False),
+            what=what,
         )
 
     def open_view(
@@ -130,7 +160,8 @@ def build_app(
                 await web.views_open(trigger_id=trigger_id, view=view)
             except SlackApiError as exc:
                 log.warning("views.open failed: %s", exc.response.get("error"))
-                await respond(
+                await send_reply(
+                    respond,
                     text=f"Could not open the form ({exc.response.get('error')}). "
                     "Write the command with its text instead, e.g. "
                     "`/incident update <text>`.",
@@ -174,7 +205,7 @@ def build_app(
                     result = await slow()
                 except DomainError as error:
                     result = commands.Reply(texts.escape_error(str(error)))
-                await respond(**result.body(), replace_original=True)
+                await send_reply(respond, **result.body(), replace_original=True)
 
             background.spawn(finish(), what="/incident follow-up")
 
