@@ -112,14 +112,22 @@ def policy_check(path: Path, playbooks_dir: Path | None = None) -> int:
     return 0
 
 
-def policy_simulate(word: str, path: Path | None) -> int:
+def policy_simulate(
+    word: str, path: Path | None, raise_to: str | None = None, at: str | None = None
+) -> int:
+    from bot.domain.policy import parse_duration
     from bot.simulate import simulate
 
     if path is None and os.environ.get("POLICY_FILE"):
         path = Path(os.environ["POLICY_FILE"])
     try:
         policy = load_policy(path)
-        lines = simulate(policy, word)
+        lines = simulate(
+            policy,
+            word,
+            raise_to=raise_to,
+            raise_at=parse_duration(at) if at else None,
+        )
     except (PolicyError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1
@@ -145,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     simulate.add_argument("severity")
     simulate.add_argument("--policy", type=Path, default=None, help="default: POLICY_FILE")
+    simulate.add_argument(
+        "--raise-to", default=None, help="raise the severity on the way, e.g. sev1"
+    )
+    simulate.add_argument(
+        "--at", default="0s", help="when the raise happens, after declaration (e.g. 20m)"
+    )
     export = sub.add_parser("postmortem", help="write an incident's post-mortem draft to a file")
     export.add_argument("incident", help="INC-YYYYMMDD-NNN")
     export.add_argument("--out", type=Path, default=None, help="default: INC-…-postmortem.md")
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "policy" and args.policy_command == "simulate":
-        return policy_simulate(args.severity, args.policy)
+        return policy_simulate(args.severity, args.policy, args.raise_to, args.at)
     if args.command == "policy":
         return policy_check(args.file, args.playbooks)
     if args.command == "postmortem":

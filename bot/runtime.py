@@ -30,6 +30,7 @@ from bot.metrics import render_metrics
 from bot.playbooks import load_playbooks
 from bot.service.incidents import IncidentService
 from bot.slack.app import Background, Identity, build_app
+from bot.slack.directory import SlackDirectory
 from bot.slack.executor import SlackExecutor
 from bot.slack.server import build_web_app
 from bot.store.db import Database
@@ -98,18 +99,26 @@ class Runtime:
         store = SqlStore(database)
         inline = web_client(settings, retry_inline=True)
         identity = Identity(token=settings.slack_bot_token.get_secret_value())
+        directory = SlackDirectory(inline, team_id=lambda: identity.team_id)
         executor = SlackExecutor(
             client=web_client(settings, retry_inline=False),
             store=store,
             policy=policy,
             pagerduty=PagerDuty(events_url=settings.pagerduty_events_url),
             playbooks=playbooks,
+            directory=directory,
         )
+        executor.bot_user = lambda: identity.bot_user_id
         worker = Worker(
             store=store, run_job=executor, clock=clock, name=worker_name, poll_seconds=poll_seconds
         )
         service = IncidentService(
-            store=store, policy=policy, clock=clock, wake=worker.wake, playbooks=playbooks
+            store=store,
+            policy=policy,
+            clock=clock,
+            wake=worker.wake,
+            playbooks=playbooks,
+            directory=directory,
         )
         worker.timers = service
         executor.service = service
@@ -120,6 +129,7 @@ class Runtime:
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             identity=identity,
             background=background,
+            directory=directory,
         )
 
         async def metrics() -> str:

@@ -49,7 +49,7 @@ def test_life_cycle_records_an_event_per_change() -> None:
     )
     assert [e.kind for e in events] == [EventKind.STATUS_CHANGED, EventKind.UPDATE_POSTED]
     assert incident.next_update_due(POLICY) == later + timedelta(minutes=30)
-    incident.change_severity(by="U0BOB", severity=POLICY.get("p1"), now=later)
+    incident.change_severity(by="U0BOB", severity=POLICY.get("p1"), now=later, policy=POLICY)
     assert incident.severity == "SEV2"
     (resolved,) = incident.resolve(by="U0BOB", summary="rolled back", now=NOW + timedelta(hours=1))
     assert resolved.data["seconds"] == 3600
@@ -76,7 +76,9 @@ def test_repeats_change_nothing() -> None:
     with pytest.raises(NothingToDo):
         incident.set_status(by="U0BOB", status="investigating", now=NOW, policy=POLICY)
     with pytest.raises(NothingToDo):
-        incident.change_severity(by="U0BOB", severity=POLICY.get("critical"), now=NOW)
+        incident.change_severity(
+            by="U0BOB", severity=POLICY.get("critical"), now=NOW, policy=POLICY
+        )
 
 
 def test_resolved_incident_refuses_changes() -> None:

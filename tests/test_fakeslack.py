@@ -18,7 +18,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.devtools.fakeslack import FakeSlack, Message
+from bot.devtools.fakeslack import FakeSlack, Message, Notification
 
 
 @pytest.fixture
@@ -306,6 +306,300 @@ async def test_users_and_usergroups(fake: FakeSlack, client: AsyncWebClient) -> 
     assert [(g["id"], g["handle"], g["users"]) for g in groups["usergroups"]] == [
         ("S0ONCALL", "oncall", ["U0ALICE"])
     ]
+
+
+async def test_user_objects_show_guests_deactivated_and_other_orgs(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_user("U0GUEST", "guest", restricted=True)
+    fake.add_user("U0SCG", "scg", "Single Channel", ultra_restricted=True)
+    fake.add_user("W0EXT", "ext", team_id="T0OTHER")
+    fake.add_user("U0GONE", "gone", deleted=True)
+
+    def flags(user: dict[str, Any]) -> tuple[Any, ...]:
+        keys = ("team_id", "is_restricted", "is_ultra_restricted", "deleted")
+        return tuple(user[k] for k in keys)
+
+    async def info(user_id: str) -> dict[str, Any]:
+        user: dict[str, Any] = (await client.users_info(user=user_id))["user"]
+        return user
+
+    assert flags(await info("U0ALICE")) == ("T0FAKE", False, False, False)
+    assert flags(await info("U0GUEST")) == ("T0FAKE", True, False, False)
+    assert flags(await info("U0SCG")) == ("T0FAKE", True, True, False)
+    assert flags(await info("U0GONE")) == ("T0FAKE", False, False, True)
+    external = await info("W0EXT")  # Slack answers for Slack Connect users too
+    assert flags(external) == ("T0OTHER", False, False, False)
+    assert external["profile"]["team"] == "T0OTHER"
+    members = (await client.users_list())["members"]
+    assert {m["id"]: m["team_id"] for m in members}["W0EXT"] == "T0OTHER"
+
+
+async def test_usergroup_members(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.add_user("U0GONE", "gone", deleted=True)
+    fake.add_usergroup("S0ONCALL", "oncall", users=["U0ALICE", "U0GONE", "U0BOB"])
+    resp = await client.usergroups_users_list(usergroup="S0ONCALL")
+    assert resp["users"] == ["U0ALICE", "U0BOB"]
+    resp = await client.usergroups_users_list(usergroup="S0ONCALL", include_disabled=True)
+    assert resp["users"] == ["U0ALICE", "U0GONE", "U0BOB"]
+    err = await api_error(client.usergroups_users_list(usergroup="S0NOPE"))
+    assert err.response["error"] == "no_such_subteam"
+
+
+# --------------------------------------------------------------------------- invitations
+
+
+@pytest.mark.parametrize(
+    ("user_id", "error"),
+    [
+        ("U0NOBODY", "user_not_found"),
+        ("U0BOT", "cant_invite_self"),
+        ("U0GONE", "user_disabled"),
+        ("U0GUEST", "user_is_restricted"),
+        ("U0SCG", "user_is_restricted"),
+        ("W0EXT", "cant_invite"),
+    ],
+)
+async def test_invite_refuses_who_slack_refuses(
+    fake: FakeSlack, client: AsyncWebClient, user_id: str, error: str
+) -> None:
+    fake.add_user("U0GONE", "gone", deleted=True)
+    fake.add_user("U0GUEST", "guest", restricted=True)
+    fake.add_user("U0SCG", "scg", ultra_restricted=True)
+    fake.add_user("W0EXT", "ext", team_id="T0OTHER")
+    cid = fake.add_channel("inc-7")
+    err = await api_error(client.conversations_invite(channel=cid, users=user_id))
+    assert err.response["error"] == error
+    assert err.response["errors"] == [{"user": user_id, "ok": False, "error": error}]
+    # forcing does not help when nobody is valid
+    err = await api_error(client.conversations_invite(channel=cid, users=user_id, force=True))
+    assert err.response["error"] == error
+    assert fake.channel(cid).members == {"U0BOT"}
+
+
+async def test_invite_channel_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
+    cid = fake.add_channel("inc-8")
+    err = await api_error(client.conversations_invite(channel=cid, users=""))
+    assert err.response["error"] == "no_user"
+    too_many = [f"U{i}" for i in range(1001)]
+    err = await api_error(client.conversations_invite(channel=cid, users=too_many))
+    assert err.response["error"] == "too_many_users"
+    secret = fake.add_channel("secret", is_private=True, bot_is_member=False)
+    err = await api_error(client.conversations_invite(channel=secret, users="U0ALICE"))
+    assert err.response["error"] == "channel_not_found"
+    dm = (await client.conversations_open(users="U0ALICE"))["channel"]["id"]
+    err = await api_error(client.conversations_invite(channel=dm, users="U0BOB"))
+    assert err.response["error"] == "method_not_supported_for_channel_type"
+    fake.channel(cid).is_archived = True
+    err = await api_error(client.conversations_invite(channel=cid, users="U0ALICE"))
+    assert err.response["error"] == "is_archived"
+    assert fake.channel(cid).members == {"U0BOT"}
+
+
+async def test_invite_without_force_is_all_or_nothing(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_user("U0GUEST", "guest", restricted=True)
+    cid = fake.add_channel("inc-9")
+    err = await api_error(
+        client.conversations_invite(channel=cid, users="U0ALICE,U0NOBODY,U0BOB,U0GUEST")
+    )
+    assert err.response["error"] == "user_not_found"
+    assert err.response["errors"] == [
+        {"user": "U0NOBODY", "ok": False, "error": "user_not_found"},
+        {"user": "U0GUEST", "ok": False, "error": "user_is_restricted"},
+    ]
+    assert fake.channel(cid).members == {"U0BOT"}
+
+
+async def test_invite_with_force_invites_the_valid_ones(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_user("U0GONE", "gone", deleted=True)
+    cid = fake.add_channel("inc-10")
+    resp = await client.conversations_invite(
+        channel=cid, users=["U0GONE", "U0ALICE", "U0BOT", "U0BOB"], force=True
+    )
+    assert resp["ok"] is True
+    assert resp["channel"]["id"] == cid
+    assert resp["errors"] == [
+        {"user": "U0GONE", "ok": False, "error": "user_disabled"},
+        {"user": "U0BOT", "ok": False, "error": "cant_invite_self"},
+    ]
+    assert fake.channel(cid).members == {"U0BOT", "U0ALICE", "U0BOB"}
+
+
+async def test_invite_skips_people_already_in_the_channel(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_user("U0CAROL", "carol")
+    cid = fake.add_channel("inc-11", members=["U0ALICE"])
+    resp = await client.conversations_invite(channel=cid, users="U0ALICE,U0BOB")
+    assert resp["ok"] is True
+    assert resp["errors"] == [{"user": "U0ALICE", "ok": False, "error": "already_in_channel"}]
+    assert fake.channel(cid).members == {"U0BOT", "U0ALICE", "U0BOB"}
+    # an invalid user still fails the call, and is the error reported
+    err = await api_error(client.conversations_invite(channel=cid, users="U0ALICE,U0NOBODY"))
+    assert err.response["error"] == "user_not_found"
+    err = await api_error(client.conversations_invite(channel=cid, users="U0BOB,U0ALICE"))
+    assert err.response["error"] == "already_in_channel"
+    assert [e["user"] for e in err.response["errors"]] == ["U0BOB", "U0ALICE"]
+    await client.conversations_invite(channel=cid, users="U0CAROL,U0CAROL")  # duplicates
+    assert fake.channel(cid).members == {"U0BOT", "U0ALICE", "U0BOB", "U0CAROL"}
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+async def post(client: AsyncWebClient, channel: str, text: str, **kwargs: Any) -> str:
+    ts: str = (await client.chat_postMessage(channel=channel, text=text, **kwargs))["ts"]
+    return ts
+
+
+async def test_mentions_notify_members_only(fake: FakeSlack, client: AsyncWebClient) -> None:
+    cid = fake.add_channel("inc-12", members=["U0ALICE"])
+    ts = await post(client, cid, "<@U0ALICE|alice> and <@U0BOB> please look")
+    assert fake.notified("U0ALICE") == [Notification("U0ALICE", cid, ts, "mention")]
+    assert fake.notified("U0BOB") == []  # not in the channel: Slack does not notify
+    # membership counts at the moment of posting
+    await client.conversations_invite(channel=cid, users="U0BOB")
+    later = await post(client, cid, "<@U0BOB> now you are here")
+    assert fake.notified("U0BOB") == [Notification("U0BOB", cid, later, "mention")]
+    assert len(fake.notified("U0ALICE")) == 1
+
+
+async def test_group_mentions_notify_group_members_in_the_channel(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_user("U0CAROL", "carol")
+    fake.add_usergroup("S0ONCALL", "oncall", users=["U0ALICE", "U0BOB", "U0CAROL"])
+    cid = fake.add_channel("inc-13", members=["U0ALICE", "U0CAROL"])
+    ts = await post(client, cid, "paging <!subteam^S0ONCALL|@oncall>")
+    assert fake.notifications == [
+        Notification("U0ALICE", cid, ts, "group"),
+        Notification("U0CAROL", cid, ts, "group"),
+    ]
+    await post(client, cid, "paging <!subteam^S0NOPE>")
+    assert len(fake.notifications) == 2
+
+
+@pytest.mark.parametrize("broadcast", ["<!channel>", "<!here>", "<!everyone>", "<!here|here>"])
+async def test_broadcasts_notify_every_member_but_the_bot(
+    fake: FakeSlack, client: AsyncWebClient, broadcast: str
+) -> None:
+    cid = fake.add_channel("inc-14", members=["U0ALICE", "U0BOB"])
+    ts = await post(client, cid, f"{broadcast} SEV1 declared")
+    assert fake.notifications == [
+        Notification("U0ALICE", cid, ts, "broadcast"),
+        Notification("U0BOB", cid, ts, "broadcast"),
+    ]
+    assert fake.notified("U0BOT") == []
+
+
+async def test_one_notification_per_person_most_specific_reason(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_usergroup("S0ONCALL", "oncall", users=["U0ALICE", "U0BOB"])
+    cid = fake.add_channel("inc-15", members=["U0ALICE", "U0BOB"])
+    ts = await post(client, cid, "<!channel> <!subteam^S0ONCALL> <@U0ALICE> <@U0ALICE>")
+    assert fake.notifications == [
+        Notification("U0ALICE", cid, ts, "mention"),
+        Notification("U0BOB", cid, ts, "group"),
+    ]
+
+
+async def test_escaped_mentions_notify_nobody(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.add_usergroup("S0ONCALL", "oncall", users=["U0ALICE"])
+    cid = fake.add_channel("inc-16", members=["U0ALICE", "U0BOB"])
+    text = "&lt;@U0ALICE&gt; &lt;!channel&gt; &lt;!here&gt; &lt;!subteam^S0ONCALL&gt; @U0BOB"
+    await post(client, cid, text, blocks=[section(text)])
+    assert fake.notifications == []
+
+
+async def test_mentions_inside_blocks_notify(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.add_user("U0CAROL", "carol")
+    fake.add_user("U0DAVE", "dave")
+    cid = fake.add_channel("inc-17", members=["U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"])
+    blocks: list[dict[str, Any]] = [
+        section("Commander: <@U0ALICE>"),
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": "*Comms*\n<@U0BOB>"},
+                {"type": "plain_text", "text": "<@U0DAVE>"},  # plain_text: shown literally
+            ],
+        },
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "cc <@U0CAROL|carol>"}]},
+        {"type": "header", "text": {"type": "plain_text", "text": "<@U0DAVE>"}},
+    ]
+    ts = await post(client, cid, "Incident declared", blocks=blocks)
+    assert fake.notifications == [
+        Notification("U0ALICE", cid, ts, "mention"),
+        Notification("U0BOB", cid, ts, "mention"),
+        Notification("U0CAROL", cid, ts, "mention"),
+    ]
+
+
+async def test_thread_replies_notify_edits_do_not(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.add_user("U0GONE", "gone", deleted=True)
+    cid = fake.add_channel("inc-18", members=["U0ALICE", "U0BOB", "U0GONE"])
+    parent = await post(client, cid, "status")
+    await client.chat_update(channel=cid, ts=parent, text="status <@U0ALICE> <!channel>")
+    assert fake.notifications == []
+    reply = await post(client, cid, "<@U0BOB> <@U0GONE> <@U0BOT> over to you", thread_ts=parent)
+    assert fake.notifications == [Notification("U0BOB", cid, reply, "mention")]
+
+
+async def test_file_comments_notify_like_messages(fake: FakeSlack, client: AsyncWebClient) -> None:
+    cid = fake.add_channel("inc-19", members=["U0ALICE"])
+    await client.files_upload_v2(
+        channel=cid, content="x", filename="t.txt", initial_comment="<@U0ALICE> timeline"
+    )
+    ts = fake.channel(cid).messages[-1].ts
+    assert fake.notifications == [Notification("U0ALICE", cid, ts, "mention")]
+
+
+# --------------------------------------------------------------------------- direct messages
+
+
+async def test_open_dm_and_post_to_it(fake: FakeSlack, client: AsyncWebClient) -> None:
+    opened = await client.conversations_open(users="U0ALICE")
+    dm = opened["channel"]["id"]
+    assert dm.startswith("D")
+    again = await client.conversations_open(users=["U0ALICE"])
+    assert again["channel"]["id"] == dm
+    assert again["already_open"] is True
+    full = await client.conversations_open(users="U0ALICE", return_im=True)
+    assert (full["channel"]["is_im"], full["channel"]["user"]) == (True, "U0ALICE")
+    assert (await client.conversations_open(channel=dm))["channel"]["id"] == dm
+
+    ts = await post(client, dm, "you are the incident commander for INC-20; <@U0BOB> helps")
+    assert [m.text for m in fake.channel(dm).messages] == [
+        "you are the incident commander for INC-20; <@U0BOB> helps"
+    ]
+    assert [m.ts for m in fake.dms("U0ALICE")] == [ts]
+    assert fake.notifications == [Notification("U0ALICE", dm, ts, "dm")]  # bob is not in it
+    assert fake.dms("U0BOB") == []
+    history = await client.conversations_history(channel=dm)
+    assert [m["ts"] for m in history["messages"]] == [ts]
+
+
+@pytest.mark.parametrize(
+    ("users", "error"),
+    [
+        ("U0NOBODY", "user_not_found"),
+        ("U0GONE", "user_disabled"),
+        ("U0BOT", "cannot_dm_bot"),
+        ("", "users_list_not_supplied"),
+    ],
+)
+async def test_open_dm_errors(
+    fake: FakeSlack, client: AsyncWebClient, users: str, error: str
+) -> None:
+    fake.add_user("U0GONE", "gone", deleted=True)
+    err = await api_error(client.conversations_open(users=users))
+    assert err.response["error"] == error
+    assert [c for c in fake.channels.values() if c.is_im] == []
 
 
 # --------------------------------------------------------------------------- views

@@ -80,7 +80,7 @@ def records() -> list[Record]:
     day = NOW - timedelta(days=3)
     sev3_to_sev2 = Story("F", "sev3", NOW - 10 * M)
     sev3_to_sev2.events += sev3_to_sev2.incident.change_severity(
-        by="U0BOB", severity=POLICY.get("sev2"), now=NOW - 9 * M
+        by="U0BOB", severity=POLICY.get("sev2"), now=NOW - 9 * M, policy=POLICY
     )
     return [
         # SEV1: acks 2m, 4m, 10m (target 5m); resolved in 40m, 90m, 50m (target 1h).

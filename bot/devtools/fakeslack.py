@@ -41,6 +41,7 @@ __all__ = [
     "FakeSlack",
     "Message",
     "MessageVersion",
+    "Notification",
     "User",
     "Usergroup",
 ]
@@ -59,10 +60,15 @@ MAX_TOPIC_CHARS = 250
 MAX_CHANNEL_NAME_CHARS = 80
 MAX_PRIVATE_METADATA_CHARS = 3000
 RESPONSE_URL_MAX_USES = 5
+MAX_INVITE_USERS = 1000
 
 _CHANNEL_NAME_RE = re.compile(r"^[a-z0-9_\-]+$")
 _JSON_FIELDS = ("blocks", "attachments", "metadata", "view", "files")
 _APP_ID = "A0FAKEAPP"
+#: Slack's mention syntax. Only the raw ``<…>`` forms notify: ``&lt;@U1&gt;`` is plain text.
+_USER_MENTION_RE = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_GROUP_MENTION_RE = re.compile(r"<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>")
+_BROADCAST_RE = re.compile(r"<!(?:channel|here|everyone)(?:\|[^>]*)?>")
 _PERMALINK_HOST = "https://fake.slack.local"
 
 
@@ -71,7 +77,13 @@ _PERMALINK_HOST = "https://fake.slack.local"
 
 @dataclass
 class User:
-    """A workspace member known to the fake."""
+    """A person (or bot) known to the fake.
+
+    ``deleted`` is a deactivated account; ``is_restricted`` a guest (multi-channel guests
+    have only it set, single-channel guests also ``is_ultra_restricted``). ``team_id`` is
+    None for the workspace's own people and another team's id for someone from another
+    organisation reached through Slack Connect.
+    """
 
     id: str
     name: str
@@ -79,12 +91,20 @@ class User:
     is_bot: bool = False
     deleted: bool = False
     tz: str = "UTC"
+    is_restricted: bool = False
+    is_ultra_restricted: bool = False
+    team_id: str | None = None
+
+    def is_external(self, team_id: str) -> bool:
+        """Whether this user belongs to another organisation than workspace ``team_id``."""
+        return self.team_id is not None and self.team_id != team_id
 
     def to_api(self, team_id: str) -> JSON:
-        """The user object as ``users.info`` returns it."""
+        """The user object as ``users.info`` returns it (``team_id``: the workspace's)."""
+        own_team = self.team_id or team_id
         return {
             "id": self.id,
-            "team_id": team_id,
+            "team_id": own_team,
             "name": self.name,
             "deleted": self.deleted,
             "real_name": self.real_name,
@@ -93,6 +113,9 @@ class User:
             "tz_offset": 0,
             "is_admin": False,
             "is_owner": False,
+            "is_primary_owner": False,
+            "is_restricted": self.is_restricted,
+            "is_ultra_restricted": self.is_ultra_restricted,
             "is_bot": self.is_bot,
             "is_app_user": False,
             "updated": 1_700_000_000,
@@ -101,7 +124,7 @@ class User:
                 "display_name": self.name,
                 "real_name_normalized": self.real_name,
                 "display_name_normalized": self.name,
-                "team": team_id,
+                "team": own_team,
             },
         }
 
@@ -233,6 +256,24 @@ class Channel:
             "previous_names": [],
             "num_members": len(self.members),
         }
+
+
+NotificationReason = Literal["mention", "group", "broadcast", "dm"]
+
+
+@dataclass
+class Notification:
+    """Someone Slack would notify about a newly posted message, and why.
+
+    ``reason``: ``dm`` (a direct message to them), ``mention`` (``<@THEM>``), ``group``
+    (``<!subteam^S…>`` of a group they are in) or ``broadcast`` (``<!channel>``,
+    ``<!here>``, ``<!everyone>``). One per person per message, the most specific reason.
+    """
+
+    user: str
+    channel: str
+    ts: str
+    reason: NotificationReason
 
 
 @dataclass
@@ -405,6 +446,38 @@ def _validate_blocks(blocks: Any, *, max_blocks: int) -> list[JSON]:
     return cast(list[JSON], blocks)
 
 
+def _list_arg(args: JSON, name: str) -> list[str]:
+    """A comma-separated list argument (or a JSON array), trimmed, without duplicates."""
+    raw = args.get(name)
+    items = raw if isinstance(raw, list) else _str_arg(args, name).split(",")
+    return list(dict.fromkeys(s for s in (str(i).strip() for i in items) if s))
+
+
+def _mrkdwn_texts(blocks: list[JSON] | None) -> list[str]:
+    """The mrkdwn strings of section text/fields and context elements: where mentions work.
+
+    ``plain_text`` objects are left out: Slack shows ``<@U…>`` in them literally.
+    """
+    texts: list[str] = []
+    for block in blocks or []:
+        objects: list[Any] = []
+        if block.get("type") == "section":
+            objects.append(block.get("text"))
+            fields = block.get("fields")
+            if isinstance(fields, list):
+                objects.extend(fields)
+        elif block.get("type") == "context":
+            elements = block.get("elements")
+            if isinstance(elements, list):
+                objects.extend(elements)
+        for obj in objects:
+            if isinstance(obj, dict) and obj.get("type") == "mrkdwn":
+                text = obj.get("text")
+                if isinstance(text, str):
+                    texts.append(text)
+    return texts
+
+
 def _plain_text_len(obj: Any) -> int | None:
     if isinstance(obj, dict) and obj.get("type") == "plain_text":
         text = obj.get("text")
@@ -454,6 +527,8 @@ class FakeSlack:
         self.files: dict[str, FakeFile] = {}
         self.calls: list[Call] = []
         self.responses: dict[str, list[JSON]] = {}
+        #: whom Slack would have notified about each new message, in posting order
+        self.notifications: list[Notification] = []
 
         self._ids = itertools.count(1)
         self._last_ts_us = 0
@@ -478,6 +553,7 @@ class FakeSlack:
             "users.info": self._users_info,
             "users.list": self._users_list,
             "usergroups.list": self._usergroups_list,
+            "usergroups.users.list": self._usergroups_users_list,
             "conversations.create": self._conversations_create,
             "conversations.info": self._conversations_info,
             "conversations.list": self._conversations_list,
@@ -572,9 +648,32 @@ class FakeSlack:
         secs, micros = divmod(self._last_ts_us, 1_000_000)
         return f"{secs}.{micros:06d}"
 
-    def add_user(self, user_id: str, name: str, real_name: str | None = None) -> User:
-        """Seed a workspace member (``users.info`` will find it)."""
-        user = User(user_id, name, real_name if real_name is not None else name)
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        real_name: str | None = None,
+        *,
+        restricted: bool = False,
+        ultra_restricted: bool = False,
+        team_id: str | None = None,
+        deleted: bool = False,
+    ) -> User:
+        """Seed a person (``users.info`` will find it).
+
+        ``restricted``: a multi-channel guest; ``ultra_restricted``: a single-channel guest
+        (Slack marks those restricted as well); ``team_id``: someone from another
+        organisation (Slack Connect); ``deleted``: a deactivated account.
+        """
+        user = User(
+            user_id,
+            name,
+            real_name if real_name is not None else name,
+            deleted=deleted,
+            is_restricted=restricted or ultra_restricted,
+            is_ultra_restricted=ultra_restricted,
+            team_id=team_id,
+        )
         self.users[user_id] = user
         return user
 
@@ -619,6 +718,17 @@ class FakeSlack:
     def calls_to(self, method: str) -> list[Call]:
         """Recorded calls of ``method``, in order of completion."""
         return [c for c in self.calls if c.method == method]
+
+    def notified(self, user_id: str) -> list[Notification]:
+        """The notifications Slack would have sent ``user_id``, oldest first."""
+        return [n for n in self.notifications if n.user == user_id]
+
+    def dms(self, user_id: str) -> list[Message]:
+        """The bot's messages in its direct conversation with ``user_id``, oldest first."""
+        channel = self._existing_dm(user_id)
+        if channel is None:
+            return []
+        return [m for m in channel.messages if m.user == self.bot_user_id]
 
     def new_response_url(self) -> str:
         """A fresh response URL; POSTs to it land in ``responses[url]``."""
@@ -803,10 +913,16 @@ class FakeSlack:
                 pass
         raise ApiError("channel_not_found")
 
-    def _dm_with(self, user_id: str) -> Channel:
+    def _existing_dm(self, user_id: str) -> Channel | None:
         for channel in self.channels.values():
             if channel.is_im and channel.members == {user_id, self.bot_user_id}:
                 return channel
+        return None
+
+    def _dm_with(self, user_id: str) -> Channel:
+        existing = self._existing_dm(user_id)
+        if existing is not None:
+            return existing
         channel = Channel(
             id=self._new_id("D"),
             name=user_id,
@@ -845,6 +961,34 @@ class FakeSlack:
         if text is not None and len(text) > MAX_TEXT_CHARS:
             raise ApiError("msg_too_long")
         return text or "", blocks
+
+    def _notify(self, channel: Channel, msg: Message) -> None:
+        """Record whom Slack notifies about ``msg``, just posted in ``channel``.
+
+        Only members of the conversation at this moment can be notified: a mention of
+        someone outside it reaches nobody. The bot, other bots and deactivated accounts
+        are never notified. ``<!here>`` counts every member (the fake has no presence).
+        """
+        texts = [msg.text, *_mrkdwn_texts(msg.blocks)]
+        mentioned = {m for t in texts for m in _USER_MENTION_RE.findall(t)}
+        groups = {g for t in texts for g in _GROUP_MENTION_RE.findall(t)}
+        broadcast = any(_BROADCAST_RE.search(t) for t in texts)
+        in_groups = {u for g in groups if g in self.usergroups for u in self.usergroups[g].users}
+        for member in sorted(channel.members):
+            user = self.users.get(member)
+            if member == self.bot_user_id or (user is not None and (user.is_bot or user.deleted)):
+                continue
+            reason: NotificationReason | None = None
+            if channel.is_im:
+                reason = "dm"
+            elif member in mentioned:
+                reason = "mention"
+            elif member in in_groups:
+                reason = "group"
+            elif broadcast:
+                reason = "broadcast"
+            if reason is not None:
+                self.notifications.append(Notification(member, channel.id, msg.ts, reason))
 
     @staticmethod
     def _metadata(args: JSON) -> JSON | None:
@@ -905,6 +1049,18 @@ class FakeSlack:
                 item["users"] = list(group.users)
             groups.append(item)
         return {"usergroups": groups}
+
+    async def _usergroups_users_list(self, args: JSON, token: str) -> JSON:
+        group = self.usergroups.get(_str_arg(args, "usergroup"))
+        if group is None:
+            raise ApiError("no_such_subteam")
+        include_disabled = _truthy(args.get("include_disabled"))
+        users = [
+            u
+            for u in group.users
+            if include_disabled or u not in self.users or not self.users[u].deleted
+        ]
+        return {"users": users}
 
     # ------------------------------------------------------------------ methods: conversations
 
@@ -969,25 +1125,61 @@ class FakeSlack:
         channel.members.add(self.bot_user_id)
         return {"channel": self._api_channel(channel), **result}
 
+    def _invite_error(self, channel: Channel, user_id: str) -> str | None:
+        """Slack's reason ``user_id`` cannot be invited to ``channel``, or None."""
+        if user_id == self.bot_user_id:
+            return "cant_invite_self"
+        user = self.users.get(user_id)
+        if user is None:
+            return "user_not_found"
+        if user.deleted:
+            return "user_disabled"
+        if user.is_external(self.team_id):
+            return "cant_invite"  # the fake's channels are never shared with other orgs
+        if user.is_restricted or user.is_ultra_restricted:
+            return "user_is_restricted"
+        if user_id in channel.members:
+            return "already_in_channel"
+        return None
+
     async def _conversations_invite(self, args: JSON, token: str) -> JSON:
+        """Invite people; one bad id fails the whole call unless ``force`` is set.
+
+        Like Slack, every user that was not invited is reported in ``errors``
+        (``{"user", "ok": false, "error"}``), on failures and on partial successes alike;
+        people already in the channel are only reported there, they fail nothing unless
+        nobody new was invited.
+        """
         channel = self._find_channel(args)
-        users = [u.strip() for u in _str_arg(args, "users").split(",") if u.strip()]
+        if channel.is_private and self.bot_user_id not in channel.members:
+            raise ApiError("channel_not_found")
+        if channel.is_im:
+            raise ApiError("method_not_supported_for_channel_type")
+        users = _list_arg(args, "users")
         if not users:
             raise ApiError("no_user")
+        if len(users) > MAX_INVITE_USERS:
+            raise ApiError("too_many_users")
         if channel.is_archived:
             raise ApiError("is_archived")
         if self.bot_user_id not in channel.members:
             raise ApiError("not_in_channel")
+        new: list[str] = []
+        errors: list[JSON] = []
         for user_id in users:
-            if user_id == self.bot_user_id:
-                raise ApiError("cant_invite_self")
-            if user_id not in self.users:
-                raise ApiError("user_not_found")
-        new = [u for u in users if u not in channel.members]
-        if not new:
-            raise ApiError("already_in_channel")
+            error = self._invite_error(channel, user_id)
+            if error is None:
+                new.append(user_id)
+            else:
+                errors.append({"user": user_id, "ok": False, "error": error})
+        refused = [e for e in errors if e["error"] != "already_in_channel"]
+        if not new or (refused and not _truthy(args.get("force"))):
+            raise ApiError((refused or errors)[0]["error"], errors=errors)
         channel.members.update(new)
-        return {"channel": self._api_channel(channel)}
+        result: JSON = {"channel": self._api_channel(channel)}
+        if errors:
+            result["errors"] = errors
+        return result
 
     async def _conversations_set_topic(self, args: JSON, token: str) -> JSON:
         channel = self._find_channel(args)
@@ -1074,13 +1266,36 @@ class FakeSlack:
         return {}
 
     async def _conversations_open(self, args: JSON, token: str) -> JSON:
-        users = [u.strip() for u in _str_arg(args, "users").split(",") if u.strip()]
-        if len(users) != 1:
-            raise ApiError("not_enough_users" if not users else "too_many_users")
-        if users[0] not in self.users:
-            raise ApiError("user_not_found")
-        channel = self._dm_with(users[0])
-        return {"channel": {"id": channel.id}}
+        """Open (or find) the bot's DM with one person; multi-person DMs are not modelled."""
+        users = _list_arg(args, "users")
+        if not users and _str_arg(args, "channel"):
+            channel = self._find_channel(args)
+            if self.bot_user_id not in channel.members:
+                raise ApiError("channel_not_found")
+            if not channel.is_im:
+                raise ApiError("method_not_supported_for_channel_type")
+            existing: Channel | None = channel
+        else:
+            if not users:
+                raise ApiError("users_list_not_supplied")
+            if len(users) > 1:
+                raise ApiError("too_many_users")
+            user = self.users.get(users[0])
+            if user is None:
+                raise ApiError("user_not_found")
+            if user.is_bot:
+                raise ApiError("cannot_dm_bot")  # a bot token cannot DM a bot, itself included
+            if user.deleted:
+                raise ApiError("user_disabled")
+            existing = self._existing_dm(user.id)
+            channel = existing or self._dm_with(user.id)
+        result: JSON = {"channel": {"id": channel.id}}
+        if _truthy(args.get("return_im")):
+            result["channel"] = self._api_channel(channel)
+        if existing is not None:
+            result["no_op"] = True
+            result["already_open"] = True
+        return result
 
     # ------------------------------------------------------------------ methods: chat
 
@@ -1107,6 +1322,7 @@ class FakeSlack:
             unfurl_links=None if unfurl is None else _truthy(unfurl),
         )
         channel.messages.append(msg)
+        self._notify(channel, msg)
         return {
             "channel": channel.id,
             "ts": msg.ts,
@@ -1344,16 +1560,16 @@ class FakeSlack:
             file.channels = [c.id for c in channels]
         objects = [f.to_api(user=self.bot_user_id, base_url=self.base_url) for f in files]
         for channel in channels:
-            channel.messages.append(
-                Message(
-                    ts=self._new_ts(),
-                    user=self.bot_user_id,
-                    text=initial_comment,
-                    thread_ts=thread_ts,
-                    files=objects,
-                    bot_id=self.bot_id,
-                )
+            msg = Message(
+                ts=self._new_ts(),
+                user=self.bot_user_id,
+                text=initial_comment,
+                thread_ts=thread_ts,
+                files=objects,
+                bot_id=self.bot_id,
             )
+            channel.messages.append(msg)
+            self._notify(channel, msg)
         return {"files": objects}
 
     async def _handle_upload(self, request: web.Request) -> web.Response:

@@ -19,3 +19,11 @@ class IllegalTransition(DomainError):
 
 class NothingToDo(DomainError):
     """Already done (a second click, a repeated command); nothing changes."""
+
+
+class NotAllowed(DomainError):
+    """The policy's `permissions` (or the workspace) do not let this person do this."""
+
+
+class AlreadyDone(NothingToDo):
+    """The same submission (a form's view id) arrived again; it was acted on the first time."""

@@ -19,6 +19,7 @@ from bot.domain.policy import RESOLVED, Policy, Severity
 
 TITLE_MAX = 500
 TEXT_MAX = 2900
+FOLLOWUPS = ("report", "postmortem", "action_review")
 
 
 class EventKind(enum.StrEnum):
@@ -190,7 +191,11 @@ class Incident:
                 EventKind.ACKNOWLEDGED,
                 now,
                 by,
-                {"seconds": int((now - self.declared_at).total_seconds())},
+                {
+                    "seconds": int((now - self.declared_at).total_seconds()),
+                    # PagerDuty pages open for this incident: acknowledged there too.
+                    "pagerduty": list(self.paged),
+                },
             )
         ]
 
@@ -246,19 +251,34 @@ class Incident:
         previous, self.status = self.status, wanted
         return [Event(EventKind.STATUS_CHANGED, now, by, {"status": wanted, "previous": previous})]
 
-    def change_severity(self, *, by: str, severity: Severity, now: datetime) -> list[Event]:
+    def change_severity(
+        self, *, by: str, severity: Severity, now: datetime, policy: Policy
+    ) -> list[Event]:
+        """Move to another severity; every clock is re-planned for it.
+
+        Raising pages at once whom the new severity pages at declaration (its
+        `notify_on_declare` and its first escalation level, PagerDuty included); its chain
+        then goes on from that first level while unacknowledged, measured from declaration,
+        so levels already past fire now, once each. Lowering pages nobody.
+        """
         self._require_open()
         if severity.name == self.severity:
             raise NothingToDo(f"{self.id} is already {severity.name}.")
+        raised = policy.rank(severity.name) < policy.rank(self.severity)
         previous, self.severity = self.severity, severity.name
-        return [
-            Event(
-                EventKind.SEVERITY_CHANGED,
-                now,
-                by,
-                {"severity": severity.name, "previous": previous},
-            )
-        ]
+        data: dict[str, Any] = {"severity": severity.name, "previous": previous, "raised": raised}
+        if raised:
+            self.escalation_level = 0
+            first = severity.escalation[0] if severity.escalation else None
+            data["notify"] = [] if self.drill else severity.declaration_targets
+            key = first.pagerduty if first is not None and not self.drill else None
+            if key:
+                data["pagerduty"] = key
+                if key not in self.paged:
+                    self.paged.append(key)
+        else:
+            self.escalation_level = min(self.escalation_level, max(0, len(severity.escalation) - 1))
+        return [Event(EventKind.SEVERITY_CHANGED, now, by, data)]
 
     def post_update(
         self,
@@ -292,11 +312,30 @@ class Incident:
         body = clean_text(text, what="note")
         return [Event(EventKind.NOTE_ADDED, now, by, {"text": body})]
 
+    @property
+    def escalation_mark(self) -> str:
+        """What an Escalate button is rendered for (`SEV1:0`): a click on a button rendered
+        for another level or severity is stale and changes nothing."""
+        return f"{self.severity}:{self.escalation_level}"
+
     def escalate(
-        self, *, by: str | None, now: datetime, policy: Policy, reason: str = ""
+        self,
+        *,
+        by: str | None,
+        now: datetime,
+        policy: Policy,
+        reason: str = "",
+        seen: str | None = None,
     ) -> list[Event]:
-        """Move up one level of the severity's escalation chain."""
+        """Move up one level of the severity's escalation chain. `seen` is the level the
+        button was rendered for (None for the typed command)."""
         self._require_open()
+        if seen and seen != self.escalation_mark:
+            raise NothingToDo(
+                f"{self.id} was already escalated (it is at level {self.escalation_level + 1} "
+                f"of {self.severity}); nothing changed. Escalate again from the latest alert "
+                "or with `/incident escalate`."
+            )
         chain = policy.get(self.severity).escalation
         if self.escalation_level + 1 >= len(chain):
             raise IllegalTransition(
@@ -328,13 +367,28 @@ class Incident:
             )
         ]
 
-    def snooze(self, *, by: str, duration: timedelta, now: datetime, policy: Policy) -> list[Event]:
+    def snooze(
+        self,
+        *,
+        by: str,
+        duration: timedelta,
+        now: datetime,
+        policy: Policy,
+        seen_due: datetime | None = None,
+    ) -> list[Event]:
         """Postpone the next update nudge by `duration` (from its due time, or from now if
-        it is already overdue)."""
+        it is already overdue). `seen_due` is the due time the nudge's button was rendered
+        for: once the update is snoozed or posted, that button is stale."""
         self._require_open()
         due = self.next_update_due(policy)
         if due is None:
             raise InvalidCommand(f"{self.severity} incidents get no update nudges to snooze.")
+        if seen_due is not None and seen_due != due:
+            raise NothingToDo(
+                f"That nudge was already answered: the next update of {self.id} is due "
+                f"{due.strftime('%H:%M UTC')}. Nothing changed; use `/incident snooze <duration>` "
+                "to postpone it further."
+            )
         if not timedelta(minutes=1) <= duration <= timedelta(hours=24):
             raise InvalidCommand("Snooze for between 1m and 24h, e.g. `/incident snooze 30m`.")
         self.snoozed_until = max(due, now) + duration
@@ -356,14 +410,24 @@ class Incident:
         self.tags = sorted({*self.tags, cleaned})
         return [Event(EventKind.TAGGED, now, by, {"tag": cleaned})]
 
-    def complete(self, *, by: str, duty: str, now: datetime) -> list[Event]:
+    def duties(self, policy: Policy) -> list[str]:
+        """The duties this incident has: compliance duties of its tags, follow-ups once
+        resolved."""
+        found = [f"compliance:{r.tag}" for r in policy.compliance if r.tag in self.tags]
+        if not self.is_open:
+            found += [f"followup:{name}" for name in FOLLOWUPS]
+        return found
+
+    def complete(self, *, by: str, duty: str, now: datetime, policy: Policy) -> list[Event]:
         """Mark a follow-up (`followup:report`) or compliance duty (`compliance:security`) done;
-        its reminders stop."""
+        its reminders stop. Only a duty the incident has can be marked done."""
         if duty in self.done:
             raise NothingToDo(f"That is already marked done for {self.id}.")
         kind, _, name = duty.partition(":")
         if kind not in ("followup", "compliance") or not name:
             raise InvalidCommand(f"Unknown duty {duty!r}.")
+        if duty not in self.duties(policy):
+            raise InvalidCommand(f"{self.id} has no duty {name!r} to mark done.")
         self.done = [*self.done, duty]
         event = EventKind.FOLLOWUP_DONE if kind == "followup" else EventKind.COMPLIANCE_DONE
         return [Event(event, now, by, {"duty": duty, "name": name})]

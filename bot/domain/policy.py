@@ -146,6 +146,25 @@ class ComplianceClock(_Model):
     description: str = ""
 
 
+class Permissions(_Model):
+    """Who may take the actions that end or weaken an incident. Each list names roles of the
+    policy (`commander`, `tech_lead`, …), users (U…/W…) and user groups (S…); an action
+    left out (or null) is open to every full member. While nobody holds command, anyone may."""
+
+    resolve: list[str] | None = None
+    lower_severity: list[str] | None = None
+    close_compliance: list[str] | None = None
+    publish: list[str] | None = None  # customer-facing status-page updates
+
+    def allowed(self, action: str) -> list[str] | None:
+        """The entries allowed to take `action`, or None when it is not restricted."""
+        value: list[str] | None = getattr(self, action)
+        return value
+
+
+PERMISSION_ACTIONS = ("resolve", "lower_severity", "close_compliance", "publish")
+
+
 OPEN_STATUSES = ("investigating", "identified", "mitigating", "monitoring")
 RESOLVED = "resolved"
 
@@ -159,6 +178,7 @@ class Policy(_Model):
     severities: list[Severity]
     followups: Followups = Field(default_factory=Followups)
     compliance: list[ComplianceClock] = Field(default_factory=list)
+    permissions: Permissions = Field(default_factory=Permissions)
 
     @field_validator("announce_channel")
     @classmethod
@@ -195,7 +215,37 @@ class Policy(_Model):
                 if word in seen and seen[word] != severity.name:
                     raise ValueError(f"{word!r} names both {seen[word]} and {severity.name}")
                 seen[word] = severity.name
+        for action in PERMISSION_ACTIONS:
+            for entry in self.permissions.allowed(action) or []:
+                if _TARGET.match(entry) or entry.lower() in self.roles:
+                    continue
+                raise ValueError(
+                    f"permissions.{action}: {entry!r} is neither a role of this policy "
+                    f"({', '.join(self.roles)}) nor a Slack user (U…) or user group (S…) id"
+                )
         return self
+
+    def may(
+        self,
+        action: str,
+        *,
+        user: str,
+        groups: set[str],
+        roles: dict[str, str],
+        commander: str | None,
+    ) -> bool:
+        """Whether `user` (a member of `groups`) may take `action` on an incident whose roles
+        are `roles`. Unrestricted actions, and any action while nobody holds command, are
+        open to everyone."""
+        allowed = self.permissions.allowed(action)
+        if allowed is None or commander is None:
+            return True
+        for entry in allowed:
+            if entry == user or entry in groups:
+                return True
+            if roles.get(entry.lower()) == user:
+                return True
+        return False
 
     def severity(self, word: str) -> Severity | None:
         """The severity a word names (name or alias, case-insensitive), or None."""

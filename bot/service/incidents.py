@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.clock import Clock
-from bot.domain import clocks
+from bot.domain import clocks, paging
 from bot.domain.actions import parse_action
 from bot.domain.drill import drill_report
-from bot.domain.errors import InvalidCommand, NotFound, NothingToDo
+from bot.domain.errors import AlreadyDone, InvalidCommand, NotAllowed, NotFound, NothingToDo
 from bot.domain.incident import Event, EventKind, Incident
 from bot.domain.naming import incident_id
 from bot.domain.policy import Policy, Severity, parse_duration
@@ -28,8 +28,10 @@ from bot.domain.timeline import TimelineEntry
 from bot.playbooks import PlaybookSet, builtin_generic
 from bot.service.ports import (
     ClaimedTimer,
+    Directory,
     IncidentRecord,
     JobKind,
+    LookupFailed,
     NewJob,
     SlackRefs,
     Store,
@@ -111,6 +113,33 @@ def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
     }
 
 
+_VERBS = {
+    "resolve": "resolve",
+    "lower_severity": "lower the severity of",
+    "close_compliance": "mark compliance duties done for",
+    "publish": "publish status-page updates for",
+}
+
+
+def _refusal(action: str, incident: Incident, allowed: list[str], unknown: list[str]) -> str:
+    """Who may, said to the one who may not (an ephemeral reply)."""
+    who: list[str] = []
+    for entry in allowed:
+        if entry.startswith(("U", "W")):
+            who.append(f"<@{entry}>")
+        elif entry.startswith("S"):
+            who.append(f"<!subteam^{entry}>")
+        else:
+            holder = incident.roles.get(entry.lower())
+            name = entry.lower().replace("_", " ")
+            who.append(f"the {name} (<@{holder}>)" if holder else f"the {name}")
+    text = f"Only {', '.join(who)} may {_VERBS.get(action, action)} {incident.id}."
+    if unknown:
+        groups = ", ".join(f"<!subteam^{g}>" for g in unknown)
+        text += f" Slack could not say just now whether you are in {groups}; try again shortly."
+    return text
+
+
 def _pin_key(channel_id: str, ts: str) -> str:
     return f"pin:{channel_id}:{ts}"
 
@@ -148,8 +177,10 @@ class IncidentService:
         clock: Clock,
         wake: Callable[[], None] = lambda: None,
         playbooks: PlaybookSet | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.store = store
+        self.directory = directory
         self.policy = policy
         self.clock = clock
         self.playbooks = playbooks or PlaybookSet([builtin_generic()], policy=policy)
@@ -168,7 +199,8 @@ class IncidentService:
 
     def _jobs_for(self, incident: Incident, events: list[Event]) -> list[NewJob]:
         state = snapshot(incident, self.policy)
-        jobs: list[NewJob] = []
+        # Invitations first: a mention notifies only the members of a channel.
+        jobs: list[NewJob] = self._reach_jobs(incident, events)
         for event in events:
             targets = _POSTS.get(event.kind, ())
             if incident.drill:
@@ -206,39 +238,51 @@ class IncidentService:
             jobs.append(NewJob(JobKind.POSTMORTEM, incident.id, {"automatic": True}))
         return jobs
 
+    def _reach_jobs(self, incident: Incident, events: list[Event]) -> list[NewJob]:
+        """The people the events page: invited to the channel and told directly."""
+        return [
+            NewJob(JobKind.PAGE, incident.id, page.payload())
+            for page in paging.pages(incident, events, self.policy)
+        ]
+
     def _paging_jobs(self, incident: Incident, events: list[Event]) -> list[NewJob]:
-        """PagerDuty: trigger when a level that names a routing key is reached; resolve all
-        triggered ones at resolution (never for drills)."""
-        if incident.drill:
-            return []
-        jobs: list[NewJob] = []
+        """PagerDuty events (trigger, acknowledge, resolve), dedup key the incident id."""
         summary = f"[{incident.severity}] {incident.id}: {incident.title}"[:1000]
-        for event in events:
-            if event.kind in (EventKind.DECLARED, EventKind.ESCALATED) and event.data.get(
-                "pagerduty"
-            ):
-                jobs.append(
-                    NewJob(
-                        JobKind.PAGERDUTY,
-                        incident.id,
-                        {
-                            "routing_key": event.data["pagerduty"],
-                            "action": "trigger",
-                            "summary": summary,
-                            "severity": incident.severity,
-                        },
-                    )
-                )
-            if event.kind == EventKind.RESOLVED:
-                jobs += [
-                    NewJob(
-                        JobKind.PAGERDUTY,
-                        incident.id,
-                        {"routing_key": key, "action": "resolve", "summary": summary},
-                    )
-                    for key in event.data.get("pagerduty") or []
-                ]
+        jobs: list[NewJob] = []
+        for action, key in paging.pagerduty_actions(incident, events):
+            payload: dict[str, Any] = {"routing_key": key, "action": action, "summary": summary}
+            if action == "trigger":
+                payload["severity"] = incident.severity
+            jobs.append(NewJob(JobKind.PAGERDUTY, incident.id, payload))
         return jobs
+
+    async def _permission(self, action: str, by: str) -> Callable[[Incident], None]:
+        """A guard for the policy's `permissions.<action>`: the user groups it names are
+        looked up (through the directory, cached) before the transaction, so no lock is
+        held while Slack answers."""
+        allowed = self.policy.permissions.allowed(action) or []
+        groups: set[str] = set()
+        unknown: list[str] = []
+        for entry in allowed:
+            if not entry.startswith("S"):
+                continue
+            if self.directory is None:
+                unknown.append(entry)
+                continue
+            try:
+                if by in await self.directory.group_members(entry):
+                    groups.add(entry)
+            except LookupFailed:
+                unknown.append(entry)
+
+        def guard(incident: Incident) -> None:
+            if self.policy.may(
+                action, user=by, groups=groups, roles=incident.roles, commander=incident.commander
+            ):
+                return
+            raise NotAllowed(_refusal(action, incident, allowed, unknown))
+
+        return guard
 
     async def _load(self, tx: Tx, where: Where, *, lock: bool) -> IncidentRecord:
         if where.incident_id:
@@ -260,11 +304,20 @@ class IncidentService:
         change: Callable[[Incident, datetime], list[Event]],
         *,
         enrich: Callable[[Tx, Incident, list[Event]], Awaitable[None]] | None = None,
+        guard: Callable[[Incident], None] | None = None,
+        once: str | None = None,
     ) -> Outcome:
-        """One command: load (locked), change, save state + timeline + jobs + timers."""
+        """One command: load (locked), check, change, save state + timeline + jobs + timers.
+
+        `guard` refuses (NotAllowed) before anything changes; `once` is a key (a form's view
+        id) that makes a repeated submission change nothing."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
             record = await self._load(tx, where, lock=True)
+            if guard is not None:
+                guard(record.incident)
+            if once is not None and not await tx.remember(once, now=now):
+                raise AlreadyDone("That form was already submitted; nothing changed.")
             events = change(record.incident, now)
             if enrich is not None:
                 await enrich(tx, record.incident, events)
@@ -290,10 +343,15 @@ class IncidentService:
         impact: str = "",
         drill: bool = False,
         tags: list[str] | None = None,
+        once: str | None = None,
     ) -> Outcome:
+        """Declare an incident. `once` (the declare form's view id) makes a repeated
+        submission of the same form declare nothing more."""
         level = self.severity(severity)
         now = self.clock.now()
         async with self.store.transaction() as tx:
+            if once is not None and not await tx.remember(once, now=now):
+                raise AlreadyDone("That form was already submitted; the incident is declared.")
             seq = await tx.next_sequence(now.date())
             incident, events = Incident.declare(
                 incident_id=incident_id(now.date(), seq),
@@ -316,6 +374,8 @@ class IncidentService:
             jobs = [
                 NewJob(JobKind.CREATE_CHANNEL, incident.id, {"response_url": response_url}),
                 NewJob(JobKind.INVITE, incident.id, {"users": [by]}),
+                # The paged are invited before the alert mentions them (and told directly).
+                *self._reach_jobs(incident, events),
                 NewJob(JobKind.POST_ALERT, incident.id, {}),
                 NewJob(
                     JobKind.POST_PLAYBOOK,
@@ -360,12 +420,27 @@ class IncidentService:
 
     async def change_severity(self, where: Where, *, by: str, severity: str) -> Outcome:
         level = self.severity(severity)
+        may_lower = await self._permission("lower_severity", by)
+
+        def guard(incident: Incident) -> None:
+            if self.policy.rank(level.name) > self.policy.rank(incident.severity):
+                may_lower(incident)
+
         return await self._apply(
-            where, lambda i, now: i.change_severity(by=by, severity=level, now=now)
+            where,
+            lambda i, now: i.change_severity(by=by, severity=level, now=now, policy=self.policy),
+            guard=guard,
         )
 
     async def post_update(
-        self, where: Where, *, by: str, text: str, status: str | None = None, next_steps: str = ""
+        self,
+        where: Where,
+        *,
+        by: str,
+        text: str,
+        status: str | None = None,
+        next_steps: str = "",
+        once: str | None = None,
     ) -> Outcome:
         return await self._apply(
             where,
@@ -377,23 +452,36 @@ class IncidentService:
                 status=status,
                 next_steps=next_steps,
             ),
+            once=once,
         )
 
     async def add_note(self, where: Where, *, by: str, text: str) -> Outcome:
         return await self._apply(where, lambda i, now: i.add_note(by=by, text=text, now=now))
 
-    async def escalate(self, where: Where, *, by: str, reason: str = "") -> Outcome:
+    async def escalate(
+        self, where: Where, *, by: str, reason: str = "", seen: str | None = None
+    ) -> Outcome:
+        """Escalate one level; `seen` is the level a button was rendered for (stale: no-op)."""
         return await self._apply(
-            where, lambda i, now: i.escalate(by=by, now=now, policy=self.policy, reason=reason)
+            where,
+            lambda i, now: i.escalate(by=by, now=now, policy=self.policy, reason=reason, seen=seen),
         )
 
     async def resolve(
-        self, where: Where, *, by: str, summary: str, root_cause: str = ""
+        self,
+        where: Where,
+        *,
+        by: str,
+        summary: str,
+        root_cause: str = "",
+        once: str | None = None,
     ) -> Outcome:
         return await self._apply(
             where,
             lambda i, now: i.resolve(by=by, summary=summary, root_cause=root_cause, now=now),
             enrich=self._drill_report,
+            guard=await self._permission("resolve", by),
+            once=once,
         )
 
     async def _drill_report(self, tx: Tx, incident: Incident, events: list[Event]) -> None:
@@ -406,7 +494,11 @@ class IncidentService:
             if event.kind == EventKind.RESOLVED:
                 event.data["drill_report"] = report
 
-    async def snooze(self, where: Where, *, by: str, duration: str) -> Outcome:
+    async def snooze(
+        self, where: Where, *, by: str, duration: str, seen_due: datetime | None = None
+    ) -> Outcome:
+        """Postpone the update nudge; `seen_due` is the due time a nudge's button was
+        rendered for (once answered, its buttons are stale)."""
         try:
             delta = parse_duration(duration)
         except ValueError:
@@ -414,14 +506,26 @@ class IncidentService:
                 f"`{duration}` is not a duration. Write `/incident snooze 30m` (or 15m, 1h)."
             ) from None
         return await self._apply(
-            where, lambda i, now: i.snooze(by=by, duration=delta, now=now, policy=self.policy)
+            where,
+            lambda i, now: i.snooze(
+                by=by, duration=delta, now=now, policy=self.policy, seen_due=seen_due
+            ),
         )
 
     async def tag(self, where: Where, *, by: str, tag: str) -> Outcome:
         return await self._apply(where, lambda i, now: i.tag(by=by, tag=tag, now=now))
 
     async def complete(self, where: Where, *, by: str, duty: str) -> Outcome:
-        return await self._apply(where, lambda i, now: i.complete(by=by, duty=duty, now=now))
+        guard = (
+            await self._permission("close_compliance", by)
+            if duty.startswith("compliance:")
+            else None
+        )
+        return await self._apply(
+            where,
+            lambda i, now: i.complete(by=by, duty=duty, now=now, policy=self.policy),
+            guard=guard,
+        )
 
     # ---- the record --------------------------------------------------------------------
     async def add_action(self, where: Where, *, by: str, text: str) -> Outcome:

@@ -47,6 +47,9 @@ class JobKind(enum.StrEnum):
     SYNC_PLAYBOOK = "sync_playbook"  # re-render the checklist (who ticked what)
     CAPTURE = "capture"  # fetch a 📌 message and add it to the timeline {channel, ts, by}
     POSTMORTEM = "postmortem"  # build the post-mortem draft and upload it to the channel
+    # Reach people: invite users and user-group members to the channel and send each a
+    # direct message {targets, why, level, after, minutes}.
+    PAGE = "page"
 
 
 class JobState(enum.StrEnum):
@@ -119,6 +122,10 @@ class Tx(Protocol):
     async def next_timer_due(self) -> datetime | None: ...
     async def recover_single_process(self) -> int: ...
     async def pending_job_count(self) -> int: ...
+    async def remember(self, key: str, *, now: datetime) -> bool:
+        """Record `key` (a form submission's view id…) once: False if it was already recorded,
+        so the work it guards is done once however often it arrives."""
+        ...
 
 
 class Store(Protocol):
@@ -136,3 +143,15 @@ class JobRetry(Exception):
 
 class JobFailed(Exception):
     """Permanent failure: retrying cannot help (a refused scope, an unknown channel)."""
+
+
+class LookupFailed(Exception):
+    """The workspace directory (Slack) could not answer in time."""
+
+
+class Directory(Protocol):
+    """Who belongs to which user group, as the workspace says (cached by the adapter)."""
+
+    async def group_members(self, group: str) -> set[str]:
+        """The members of user group `group`; LookupFailed when Slack cannot say now."""
+        ...

@@ -14,10 +14,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -26,10 +28,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.domain.errors import DomainError
+from bot.domain.errors import AlreadyDone, DomainError
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, commands, texts
 from bot.slack.blocks import Action, Modal
+from bot.slack.directory import SlackDirectory, Standing
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,7 @@ def build_app(
     signing_secret: str,
     identity: Identity,
     background: Background,
+    directory: SlackDirectory | None = None,
 ) -> AsyncApp:
     async def authorize(**_: Any) -> AuthorizeResult:
         return AuthorizeResult(
@@ -145,6 +149,57 @@ def build_app(
         raise_error_for_unhandled_request=False,
     )
     policy = service.policy
+    members = directory or SlackDirectory(client, team_id=lambda: identity.team_id)
+
+    # ---- who may act: full members of the workspace ---------------------------------------
+    def wants_to_act(body: dict[str, Any]) -> bool:
+        if body.get("command"):
+            return commands.split(str(body.get("text") or ""))[0] != "help"
+        if body.get("type") == "block_actions":
+            actions = body.get("actions") or [{}]
+            return bool(actions[0].get("action_id") != Action.OPEN_CHANNEL)
+        return body.get("type") == "view_submission"
+
+    @app.middleware
+    async def full_members_only(
+        body: dict[str, Any],
+        context: dict[str, Any],
+        respond: AsyncRespond,
+        next_: Callable[[], Awaitable[None]],
+    ) -> BoltResponse | None:
+        """Guests and people from other organisations are told they can't; nothing changes.
+        When Slack cannot say who someone is, that is not held against them."""
+        user = context.get("user_id")
+        if not user or not wants_to_act(body):
+            await next_()
+            return None
+        standing = await members.standing(str(user))
+        if standing not in (Standing.GUEST, Standing.EXTERNAL):
+            await next_()
+            return None
+        who = "guests" if standing == Standing.GUEST else "people from other organisations"
+        refusal = (
+            f"Sorry: {who} can't act on incidents in this workspace. Ask a member of the "
+            "workspace (the incident commander, or whoever declared it) to do it."
+        )
+        log.info("refused %s (%s) from %s", body.get("type") or "command", standing, user)
+        answer: dict[str, Any] | None = None
+        if body.get("type") == "view_submission":
+            values = ((body.get("view") or {}).get("state") or {}).get("values") or {}
+            first_block = next(iter(values), None)
+            if first_block is not None:
+                answer = {"response_action": "errors", "errors": {first_block: refusal}}
+        elif body.get("command"):
+            answer = {"response_type": "ephemeral", "text": refusal}
+        else:
+            follow_up(respond, refusal, what="refusal")
+        if answer is None:
+            return BoltResponse(status=200, body="")
+        return BoltResponse(
+            status=200,
+            body=json.dumps(answer),
+            headers={"content-type": "application/json;charset=utf-8"},
+        )
 
     def follow_up(respond: AsyncRespond, text: str, *, what: str) -> None:
         background.spawn(
@@ -247,12 +302,26 @@ def build_app(
     button(
         Action.COMMAND, "take command", lambda where, user, _: service.take_command(where, by=user)
     )
-    button(Action.ESCALATE, "escalate", lambda where, user, _: service.escalate(where, by=user))
     button(
-        re.compile(f"^{Action.NUDGE_SNOOZE}_"),
-        "snooze",
-        lambda where, user, duration: service.snooze(where, by=user, duration=duration),
+        Action.ESCALATE,
+        "escalate",
+        lambda where, user, seen: service.escalate(where, by=user, seen=seen or None),
     )
+
+    def snooze(where: Where, user: str, argument: str) -> Awaitable[Outcome]:
+        duration, _, due = argument.partition("|")
+        try:
+            seen_due = datetime.fromisoformat(due) if due else None
+        except ValueError:
+            seen_due = None
+        return service.snooze(where, by=user, duration=duration, seen_due=seen_due)
+
+    button(re.compile(f"^{Action.NUDGE_SNOOZE}_"), "snooze", snooze)
+
+    @app.action(Action.OPEN_CHANNEL)
+    async def on_open_channel(ack: AsyncAck) -> None:
+        await ack()  # a link: Slack opens the channel, there is nothing to do here
+
     button(
         Action.DUTY_DONE,
         "done",
@@ -329,6 +398,7 @@ def build_app(
         services = [s for s in _value(values, "services").split(",") if s.strip()]
         try:
             await service.declare(
+                once=f"view:{view.get('id')}" if view.get("id") else None,
                 severity=_value(values, "severity"),
                 title=commands.plain(_value(values, "title")),
                 by=body["user"]["id"],
@@ -337,6 +407,9 @@ def build_app(
                 services=[commands.plain(s) for s in services],
                 impact=commands.plain(_value(values, "impact")),
             )
+        except AlreadyDone:
+            await ack()
+            return
         except DomainError as error:
             field = "severity" if "severity" in str(error) else "title"
             await ack(response_action="errors", errors={field: str(error)})
@@ -353,7 +426,11 @@ def build_app(
                 text=commands.plain(_value(values, "text")),
                 status=_value(values, "status") or None,
                 next_steps=commands.plain(_value(values, "next_steps")),
+                once=f"view:{view.get('id')}" if view.get("id") else None,
             )
+        except AlreadyDone:
+            await ack()
+            return
         except DomainError as error:
             await ack(response_action="errors", errors={"text": str(error)})
             return
@@ -368,7 +445,11 @@ def build_app(
                 by=body["user"]["id"],
                 summary=commands.plain(_value(values, "summary")),
                 root_cause=commands.plain(_value(values, "root_cause")),
+                once=f"view:{view.get('id')}" if view.get("id") else None,
             )
+        except AlreadyDone:
+            await ack()
+            return
         except DomainError as error:
             await ack(response_action="errors", errors={"summary": str(error)})
             return

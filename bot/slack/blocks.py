@@ -54,6 +54,7 @@ class Action(enum.StrEnum):
     DUTY_DONE = "duty_done"  # a follow-up or compliance duty marked done
     PLAYBOOK_STEP = "playbook_step"  # prefix: one checkbox group per ten steps
     ACTION_DONE = "action_done"  # an action item completed
+    OPEN_CHANNEL = "open_channel"  # a link into the incident channel (nothing to do on click)
 
 
 class Modal(enum.StrEnum):
@@ -124,13 +125,32 @@ def _services(state: dict[str, Any]) -> str:
 
 
 # ---- the alert -----------------------------------------------------------------------------
+def channel_link(channel_id: str) -> str:
+    """A URL that opens the channel in Slack (the app or the browser)."""
+    return f"https://slack.com/app_redirect?channel={channel_id}"
+
+
+def open_channel_button(channel_id: str) -> ButtonElement:
+    return ButtonElement(
+        text="Open the incident channel",
+        action_id=Action.OPEN_CHANNEL,
+        url=channel_link(channel_id),
+        value=channel_id,
+    )
+
+
 def alert(
     state: dict[str, Any],
     *,
     channel_id: str | None,
     paging: list[str],
+    announce: bool = False,
 ) -> Message:
-    """🚨 INCIDENT ALERT (the seeds' template), edited in place as the incident changes."""
+    """🚨 INCIDENT ALERT (the seeds' template), edited in place as the incident changes.
+
+    In the incident channel it carries the actions; the announcement-channel copy
+    (`announce=True`) carries only the way into the incident channel, so people outside
+    the incident cannot act on it from there."""
     severity = state["severity"]
     resolved = state["status"] == "resolved"
     head = "✅ INCIDENT RESOLVED" if resolved else "🚨 INCIDENT ALERT"
@@ -172,16 +192,30 @@ def alert(
                 else f"⚠️ {texts.NO_TARGETS}"
             )
         )
-        blocks.append(alert_buttons(state["id"]))
+        if not announce:
+            blocks.append(alert_buttons(state))
+    if announce and channel_id:
+        blocks.append(
+            ActionsBlock(block_id="incident_link", elements=[open_channel_button(channel_id)])
+        )
     fallback = f"{_drill(state)}{head} - {severity}: {clip(_title(state), 200)} ({state['id']})"
     if paging and not resolved and not state.get("drill"):
         fallback += f" · {mentions(paging)}"
     return Message(fallback, _dicts(blocks))
 
 
-def alert_buttons(incident_id: str) -> ActionsBlock:
-    def button(label: str, action: Action, style: str | None = None) -> ButtonElement:
-        return ButtonElement(text=label, action_id=action, value=incident_id, style=style)
+def escalation_mark(state: dict[str, Any]) -> str:
+    """The level an Escalate button is rendered for (see `Incident.escalation_mark`)."""
+    return f"{state['severity']}:{state.get('escalation_level', 0)}"
+
+
+def alert_buttons(state: dict[str, Any]) -> ActionsBlock:
+    incident_id = str(state["id"])
+
+    def button(
+        label: str, action: Action, style: str | None = None, value: str = incident_id
+    ) -> ButtonElement:
+        return ButtonElement(text=label, action_id=action, value=value, style=style)
 
     return ActionsBlock(
         block_id="incident_actions",
@@ -189,7 +223,10 @@ def alert_buttons(incident_id: str) -> ActionsBlock:
             button("Acknowledge", Action.ACK, "primary"),
             button("Take command", Action.COMMAND),
             button("Post update", Action.UPDATE),
-            button("Escalate", Action.ESCALATE, "danger"),
+            # Carries the level it was rendered for: a second click is stale.
+            button(
+                "Escalate", Action.ESCALATE, "danger", f"{incident_id}|{escalation_mark(state)}"
+            ),
             button("Resolve", Action.RESOLVE),
         ],
     )
@@ -267,7 +304,10 @@ def resolution_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
 SNOOZES = ("15m", "30m", "1h")
 
 
-def nudge_buttons(incident_id: str) -> ActionsBlock:
+def nudge_buttons(incident_id: str, due: str | None = None) -> ActionsBlock:
+    """Post update, and snoozes that carry the due time the nudge was for (`due`, ISO):
+    once the nudge is answered they are stale and change nothing."""
+    mark = f"|{due}" if due else ""
     return ActionsBlock(
         block_id="nudge_actions",
         elements=[
@@ -281,7 +321,7 @@ def nudge_buttons(incident_id: str) -> ActionsBlock:
                 ButtonElement(
                     text=f"Snooze {d}",
                     action_id=f"{Action.NUDGE_SNOOZE}_{d}",
-                    value=f"{incident_id}|{d}",
+                    value=f"{incident_id}|{d}{mark}",
                 )
                 for d in SNOOZES
             ),
@@ -338,7 +378,7 @@ def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
                 state,
                 f"⏰ {mention(event.get('commander'))}, a status update is due{late}: "
                 f"{state['severity']} updates go out every {event.get('interval')}.",
-                nudge_buttons(state["id"]),
+                nudge_buttons(state["id"], event.get("due")),
             )
         case "nudge_escalated":
             comms = event.get("comms_lead")
@@ -351,7 +391,7 @@ def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
                 state,
                 f"⏰ The status update is {_since(int(event.get('overdue', 0)))} overdue. {who}, "
                 f"{mention(event.get('commander'))}: please post one.",
-                nudge_buttons(state["id"]),
+                nudge_buttons(state["id"], event.get("due")),
             )
         case "update_overdue":
             return _line(
@@ -617,6 +657,80 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
             paged = " PagerDuty paged." if event.get("pagerduty") else ""
             return _line(state, f"📣 {how} to level {event.get('level')}: {who}.{reason}{paged}")
     return _line(state, escape(str(event.get("text", template))))
+
+
+# ---- reaching people -----------------------------------------------------------------------
+def page_reason(page: dict[str, Any]) -> str:
+    """Why someone is paged, in one sentence (`page` is a PAGE job's payload)."""
+    minutes = int(page.get("minutes") or 0)
+    unacked = f"{minutes} min" if minutes else "less than a minute"
+    match page.get("why"):
+        case "declared":
+            return f"You are paged for a new {page.get('severity')} incident."
+        case "level":
+            return (
+                f"Nobody has acknowledged for {unacked}: escalation level {page.get('level')} "
+                "is you."
+            )
+        case "manual":
+            return f"{mention(page.get('by'))} escalated the incident to level {page.get('level')}."
+        case "ack_target":
+            return (
+                f"The {page.get('target')} response target was missed ({unacked} "
+                "unacknowledged): a reminder."
+            )
+        case "open":
+            return f"Still unresolved after {page.get('after')}: you are told, as the policy says."
+        case "raised":
+            return (
+                f"{mention(page.get('by'))} raised the severity from {page.get('previous')} to "
+                f"{page.get('severity')}."
+            )
+    return "You are paged."
+
+
+def page_message(state: dict[str, Any], page: dict[str, Any], *, channel_id: str) -> Message:
+    """The direct message a paged person gets: which incident, why, Acknowledge, the way in."""
+    reason = page_reason(page)
+    head = f"🚨 *{state['severity']} · {state['id']}*: {clip(_title(state), 200)}"
+    elements = [open_channel_button(channel_id)]
+    if not state.get("acknowledged_at"):
+        elements.insert(
+            0,
+            ButtonElement(
+                text="Acknowledge", action_id=Action.ACK, value=str(state["id"]), style="primary"
+            ),
+        )
+    blocks: list[Block] = [
+        _section(f"{head}\n{reason}\nChannel: <#{channel_id}>"),
+        ActionsBlock(block_id="page_actions", elements=elements),
+    ]
+    fallback = f"🚨 Paged: {state['severity']} {state['id']}: {clip(_title(state), 150)}. {reason}"
+    return Message(fallback, _dicts(blocks))
+
+
+def unreached_message(state: dict[str, Any], unreached: list[dict[str, str]]) -> Message:
+    """Said in the incident channel: who could not be paged, and why."""
+    reasons = {
+        "no_such_subteam": "no such user group",
+        "user_not_found": "no such user",
+        "user_disabled": "deactivated",
+        "user_is_deactivated": "deactivated",
+        "user_is_restricted": "a guest: cannot be invited",
+        "user_is_ultra_restricted": "a guest: cannot be invited",
+        "cant_invite": "cannot be invited",
+        "cannot_dm_bot": "a bot",
+    }
+    lines = [
+        f"• `{escape(item['target'])}` ({escape(item.get('step', ''))}: "
+        f"{escape(reasons.get(item.get('error', ''), item.get('error', '')))})"
+        for item in unreached[:40]
+    ]
+    text = (
+        "⚠️ Not everyone could be reached; the others were paged. Check the ids in the "
+        "policy file (POLICY_FILE):\n" + "\n".join(lines)
+    )
+    return _line(state, text)
 
 
 # ---- replies -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from bot.playbooks import PlaybookSet, builtin_generic
 from bot.service.incidents import ANNOUNCE, CHANNEL, IncidentService, snapshot
 from bot.service.ports import IncidentRecord, Job, JobFailed, JobKind, JobRetry, Store
 from bot.slack import blocks, texts
+from bot.slack.directory import SlackDirectory
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,10 @@ class SlackExecutor:
         policy: Policy,
         pagerduty: PagerDuty | None = None,
         playbooks: PlaybookSet | None = None,
+        directory: SlackDirectory | None = None,
     ) -> None:
         self.client = client
+        self.directory = directory or SlackDirectory(client)
         self.store = store
         self.policy = policy
         self.pagerduty = pagerduty or PagerDuty()
@@ -78,6 +82,7 @@ class SlackExecutor:
         self._names: dict[str, str] = {}
         self._announce_id: str | None = None
         self._topics: dict[str, str] = {}
+        self.bot_user: Callable[[], str | None] = lambda: None  # set once auth.test answers
 
     async def __call__(self, job: Job) -> dict[str, Any]:
         try:
@@ -105,7 +110,9 @@ class SlackExecutor:
             case JobKind.RESPOND:
                 return await self._respond(job, record)
             case JobKind.PAGERDUTY:
-                return await self._page(job, record)
+                return await self._pagerduty(job, record)
+            case JobKind.PAGE:
+                return await self._reach(job, record)
             case JobKind.POST_PLAYBOOK | JobKind.SYNC_PLAYBOOK:
                 return await self._playbook(job, record)
             case JobKind.CAPTURE:
@@ -127,12 +134,13 @@ class SlackExecutor:
         async with self.store.transaction() as tx:
             await tx.set_slack_refs(incident_id, **refs)
 
-    def _alert(self, record: IncidentRecord) -> blocks.Message:
+    def _alert(self, record: IncidentRecord, *, announce: bool = False) -> blocks.Message:
         state = snapshot(record.incident, self.policy)
         return blocks.alert(
             state,
             channel_id=record.slack.channel_id,
             paging=self.policy.get(record.incident.severity).declaration_targets,
+            announce=announce,
         )
 
     # ---- steps -------------------------------------------------------------------------
@@ -173,21 +181,16 @@ class SlackExecutor:
         return record.slack.channel_id
 
     async def _invite(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Bring the declarer, a new commander or role holder into the channel."""
         channel = self._channel(record)
-        users = [u for u in job.payload.get("users", []) if u]
+        bot = self.bot_user()
+        users = [u for u in job.payload.get("users", []) if u and u != bot]
         if not users:
             return {}
-        try:
-            await self.client.conversations_invite(channel=channel, users=",".join(users))
-        except SlackApiError as exc:
-            error = exc.response.get("error")
-            if error in {"already_in_channel", "cant_invite_self"}:
-                return {"invited": [], "note": error}
-            if error in {"user_not_found", "cant_invite", "user_is_restricted"}:
-                log.warning("%s: could not invite %s: %s", record.incident.id, users, error)
-                return {"invited": [], "note": error}
-            raise
-        return {"invited": users}
+        missed = await self._invite_all(channel, users)
+        if missed:
+            log.warning("%s: could not invite %s", record.incident.id, missed)
+        return {"invited": [u for u in users if u not in {m["target"] for m in missed}]}
 
     async def _post_once(
         self, job: Job, *, channel: str, message: blocks.Message, step: str
@@ -295,7 +298,7 @@ class SlackExecutor:
             return {}
         try:
             ts = await self._post_once(
-                job, channel=channel, message=self._alert(record), step="announce"
+                job, channel=channel, message=self._alert(record, announce=True), step="announce"
             )
         except SlackApiError as exc:
             refused = classify(exc)
@@ -325,11 +328,12 @@ class SlackExecutor:
             updated["alert"] = record.slack.alert_ts
             await self._set_topic(record.slack.channel_id, record)
         if record.slack.announce_channel_id and record.slack.announce_ts:
+            copy = self._alert(record, announce=True)
             await self.client.chat_update(
                 channel=record.slack.announce_channel_id,
                 ts=record.slack.announce_ts,
-                text=message.text,
-                blocks=message.blocks,
+                text=copy.text,
+                blocks=copy.blocks,
             )
             updated["announce"] = record.slack.announce_ts
         return updated
@@ -353,8 +357,9 @@ class SlackExecutor:
             )
         return posted
 
-    async def _page(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
-        """Trigger or resolve a PagerDuty page; the channel hears about trouble with it."""
+    async def _pagerduty(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Trigger, acknowledge or resolve a PagerDuty page; the channel hears about trouble
+        with it."""
         action = str(job.payload.get("action", "trigger"))
         key = str(job.payload["routing_key"])
         try:
@@ -375,6 +380,115 @@ class SlackExecutor:
         if job.attempts > 1:
             await self._notice(record, texts.pagerduty_recovered(action))
         return result
+
+    # ---- reaching people ---------------------------------------------------------------
+    async def _save_result(self, job: Job) -> None:
+        async with self.store.transaction() as tx:
+            await tx.save_job_result(job.id, dict(job.result))
+
+    async def _reach(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Page people: invite every user and user-group member to the incident channel,
+        then send each a direct message. Each step's outcome is saved as it happens, so a
+        retry neither invites nor messages anyone twice. Whoever cannot be reached is said
+        in the channel; the others are paged regardless."""
+        incident = record.incident
+        why = str(job.payload.get("why"))
+        if not incident.is_open or (incident.acknowledged and why in ("level", "ack_target")):
+            # The page waited (Slack away) past the moment it mattered.
+            return {"skipped": "resolved" if not incident.is_open else "acknowledged"}
+        channel = self._channel(record)
+        result = job.result
+        unreached: list[dict[str, str]] = list(result.get("unreached") or [])
+        if "people" not in result:
+            people: list[str] = []
+            for target in job.payload.get("targets") or []:
+                if target.startswith("S"):
+                    try:
+                        members = sorted(await self.directory.fetch_group(target))
+                    except SlackApiError as exc:
+                        failure = classify(exc)
+                        if isinstance(failure, JobRetry):
+                            raise failure from exc
+                        unreached.append({"target": target, "step": "group", "error": str(failure)})
+                        continue
+                    people += members
+                else:
+                    people.append(target)
+            bot = self.bot_user()
+            result["people"] = [p for p in dict.fromkeys(people) if p != bot]
+            result["unreached"] = unreached
+            await self._save_result(job)
+        people = [str(p) for p in result["people"]]
+        if people and not result.get("invited"):
+            unreached += await self._invite_all(channel, people)
+            result["invited"] = True
+            result["unreached"] = unreached
+            await self._save_result(job)
+        state = snapshot(incident, self.policy)
+        message = blocks.page_message(state, dict(job.payload), channel_id=channel)
+        for person in people:
+            if f"dm:{person}" in result:
+                continue
+            try:
+                opened = await self.client.conversations_open(users=person)
+                dm = str((opened.get("channel") or {}).get("id"))
+                await self._post_once(job, channel=dm, message=message, step=f"dm:{person}")
+            except SlackApiError as exc:
+                failure = classify(exc)
+                if isinstance(failure, JobRetry):
+                    raise failure from exc
+                unreached.append(
+                    {"target": person, "step": "direct message", "error": str(failure)}
+                )
+                result["unreached"] = unreached
+                result[f"dm:{person}"] = "unreached"
+                await self._save_result(job)
+        if unreached and not result.get("notice"):
+            await self._post_once(
+                job,
+                channel=channel,
+                message=blocks.unreached_message(state, unreached),
+                step="notice",
+            )
+            result["notice"] = True
+        log.info(
+            "%s: paged %d people (%s), %d not reached",
+            incident.id,
+            len(people),
+            why,
+            len(unreached),
+        )
+        return {
+            "people": people,
+            "unreached": unreached,
+            "dm": {p: result.get(f"dm:{p}") for p in people},
+        }
+
+    async def _invite_all(self, channel: str, people: list[str]) -> list[dict[str, str]]:
+        """Invite `people` (the valid ones even if some are not); returns who could not be."""
+        try:
+            response = await self.client.conversations_invite(
+                channel=channel, users=",".join(people), force=True
+            )
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "")
+            if error == "already_in_channel":
+                return []
+            failure = classify(exc)
+            if isinstance(failure, JobRetry):
+                raise failure from exc
+            if len(people) == 1:
+                return [{"target": people[0], "step": "invite", "error": error}]
+            # Slack refused the whole list: one at a time, to invite all it accepts.
+            missed: list[dict[str, str]] = []
+            for person in people:
+                missed += await self._invite_all(channel, [person])
+            return missed
+        return [
+            {"target": str(item.get("user")), "step": "invite", "error": str(item.get("error"))}
+            for item in response.get("errors") or []
+            if item.get("error") != "already_in_channel"
+        ]
 
     def _playbook_message(self, record: IncidentRecord, others: list[str]) -> blocks.Message | None:
         playbook = self.playbooks.get(record.incident.playbook or "")

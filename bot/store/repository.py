@@ -27,7 +27,7 @@ from bot.service.ports import (
     SlackRefs,
 )
 from bot.store.db import WORKER_LOCK_CLASS, Database
-from bot.store.tables import incident_days, incidents, slack_jobs, timeline, timers
+from bot.store.tables import incident_days, incidents, once_keys, slack_jobs, timeline, timers
 
 
 class ConcurrentUpdate(Exception):
@@ -601,6 +601,16 @@ class SqlTx(_TimerMixin):
             slack_jobs.c.state.in_([JobState.PENDING, JobState.RUNNING])
         )
         return int((await self.c.execute(statement)).scalar_one())
+
+    async def remember(self, key: str, *, now: datetime) -> bool:
+        dialect = postgresql if self._postgres else sqlite
+        statement = (
+            dialect.insert(once_keys)
+            .values(key=key[:200], at=now)
+            .on_conflict_do_nothing(index_elements=[once_keys.c.key])
+        )
+        result = await self.c.execute(statement)
+        return bool(result.rowcount)
 
 
 class SqlStore:

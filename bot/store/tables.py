@@ -159,3 +159,11 @@ timers = Table(
     UniqueConstraint("incident_id", "key"),
     Index("ix_timers_state_due_at", "state", "due_at"),
 )
+
+# Keys of work to be done once however often it arrives (a form submitted twice: its view id).
+once_keys = Table(
+    "once_keys",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,97 @@
+"""What the workspace says about people: user-group members and who is a full member.
+
+Both are looked up in Slack (`usergroups.users.list`, `users.info`) and cached for a few
+minutes, so a burst of pages or clicks costs one call per group or person. Lookups made
+while a person waits (a click, a command) are bounded in time; the worker's lookups wait
+for Slack like any other job step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.service.ports import LookupFailed
+
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 300.0
+WAIT_SECONDS = 1.0  # a person is waiting: Slack's 3 s covers this and the rest
+
+
+class Standing(enum.StrEnum):
+    """Who someone is in the workspace, as far as acting on incidents goes."""
+
+    MEMBER = "member"  # a full member: may act
+    GUEST = "guest"  # a multi- or single-channel guest
+    EXTERNAL = "external"  # someone of another organisation (Slack Connect)
+    UNKNOWN = "unknown"  # Slack did not answer in time: not held against them
+
+
+class SlackDirectory:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        team_id: Callable[[], str | None] = lambda: None,
+        cache_seconds: float = CACHE_SECONDS,
+        wait_seconds: float = WAIT_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self._team_id = team_id
+        self.cache_seconds = cache_seconds
+        self.wait_seconds = wait_seconds
+        self._monotonic = monotonic
+        self._groups: dict[str, tuple[float, set[str]]] = {}
+        self._standing: dict[str, tuple[float, Standing]] = {}
+
+    def _fresh(self, stamp: float) -> bool:
+        return self._monotonic() - stamp < self.cache_seconds
+
+    async def fetch_group(self, group: str) -> set[str]:
+        """The members of a user group (cached); Slack's errors are raised as they come."""
+        cached = self._groups.get(group)
+        if cached is not None and self._fresh(cached[0]):
+            return set(cached[1])
+        response = await self.client.usergroups_users_list(usergroup=group)
+        members = {str(u) for u in response.get("users") or []}
+        self._groups[group] = (self._monotonic(), members)
+        return set(members)
+
+    async def group_members(self, group: str) -> set[str]:
+        """The `Directory` port: members of `group`, or LookupFailed within `wait_seconds`."""
+        try:
+            return await asyncio.wait_for(self.fetch_group(group), timeout=self.wait_seconds)
+        except Exception as exc:  # Slack away, slow or refusing
+            log.warning("could not look up user group %s: %s", group, type(exc).__name__)
+            raise LookupFailed(group) from exc
+
+    async def standing(self, user: str) -> Standing:
+        """Whether `user` is a full member of this workspace (cached). UNKNOWN when Slack
+        cannot say within `wait_seconds`: the caller lets them act."""
+        cached = self._standing.get(user)
+        if cached is not None and self._fresh(cached[0]):
+            return cached[1]
+        try:
+            response = await asyncio.wait_for(
+                self.client.users_info(user=user), timeout=self.wait_seconds
+            )
+        except Exception as exc:  # Slack away, slow or refusing: not the user's fault
+            log.warning("users.info for %s failed: %s", user, type(exc).__name__)
+            return Standing.UNKNOWN
+        info = response.get("user") or {}
+        team = self._team_id()
+        if info.get("is_stranger") or (team and info.get("team_id") not in (None, team)):
+            standing = Standing.EXTERNAL
+        elif info.get("is_restricted") or info.get("is_ultra_restricted"):
+            standing = Standing.GUEST
+        else:
+            standing = Standing.MEMBER
+        self._standing[user] = (self._monotonic(), standing)
+        return standing
