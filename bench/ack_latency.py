@@ -59,7 +59,9 @@ async def floor_app(fake: FakeSlack) -> tuple[web.AppRunner, int]:
     async def bare(ack: AsyncAck) -> None:
         await ack()
 
-    runner = web.AppRunner(build_web_app(bolt=app, store=_NoStore(), metrics=_ok))
+    runner = web.AppRunner(
+        build_web_app(bolt=app, store=_NoStore(), metrics=_ok, signing_secret=SECRET)
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

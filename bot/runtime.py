@@ -43,15 +43,20 @@ log = logging.getLogger(__name__)
 def web_client(
     settings: Settings, *, retry_inline: bool, with_token: bool = True
 ) -> AsyncWebClient:
-    """A Web API client on SLACK_API_URL. Inline calls wait out one 429 and two 5xx;
-    the worker's client does not, because the worker reschedules the job durably.
+    """A Web API client on SLACK_API_URL. Inline calls wait out one 429, two 5xx and two
+    dropped connections; the worker's client does not, because the worker reschedules the
+    job durably and settles an unknown outcome by looking.
     Bolt's client has no token of its own: Bolt sets it per request from `authorize`."""
-    handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+    handlers: list[AsyncRetryHandler] = []
     if retry_inline:
         handlers += [
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=1),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ]
+    # The worker's client re-sends nothing by itself: a dropped connection may have lost
+    # only the answer, and re-sending a post would post twice. The worker retries the job,
+    # which first looks for what the lost call did.
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value() if with_token else None,
         base_url=settings.slack_api_url,
@@ -112,6 +117,12 @@ class Runtime:
         worker = Worker(
             store=store, run_job=executor, clock=clock, name=worker_name, poll_seconds=poll_seconds
         )
+
+        async def reconnect() -> None:
+            await database.ensure_liveness(worker.name)
+
+        if not database.is_sqlite:
+            worker.reconnect = reconnect
         service = IncidentService(
             store=store,
             policy=policy,
@@ -135,7 +146,13 @@ class Runtime:
         async def metrics() -> str:
             return await render_metrics(store=store, policy=policy)
 
-        app = build_web_app(bolt=bolt, store=store, metrics=metrics)
+        app = build_web_app(
+            bolt=bolt,
+            store=store,
+            metrics=metrics,
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            worker=worker,
+        )
         return cls(
             settings=settings,
             policy=policy,

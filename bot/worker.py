@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -34,14 +35,15 @@ class Timers(Protocol):
     async def next_timer_due(self) -> datetime | None: ...
 
 
-MAX_ATTEMPTS = 15
 MAX_BACKOFF = 300.0
 MIN_SLEEP = 0.02
+MAX_OUTAGE_PAUSE = 5.0
+LONG_WAIT = timedelta(minutes=5)  # work pending longer than this is reported
 
 
 def backoff(attempts: int) -> float:
-    """1 s, 2 s, 4 s, … capped at five minutes."""
-    return float(min(MAX_BACKOFF, 2 ** max(0, attempts - 1)))
+    """1 s, 2 s, 4 s, … capped at five minutes. Transient failures retry forever."""
+    return float(min(MAX_BACKOFF, 2 ** max(0, min(attempts, 20) - 1)))
 
 
 class Worker:
@@ -55,6 +57,7 @@ class Worker:
         concurrency: int = 8,
         lease_seconds: int = 120,
         poll_seconds: float = 1.0,
+        reconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.run_job = run_job
@@ -63,9 +66,14 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.reconnect = reconnect
         self._wakeup = asyncio.Event()
         self._stopping = False
         self.timers: Timers | None = None
+        # Liveness: when the loop last came round (monotonic seconds), read by /healthz.
+        self.heartbeat: float | None = None
+        self.running = False
+        self._reported: set[str] = set()  # incidents whose long wait was logged
 
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
@@ -82,16 +90,37 @@ class Worker:
                 lease_seconds=self.lease_seconds,
             )
         if jobs:
-            outcomes = await asyncio.gather(*(self._run(job) for job in jobs))
+            renewal = asyncio.create_task(self._keep_claims([job.id for job in jobs]))
+            try:
+                outcomes = await asyncio.gather(*(self._run(job) for job in jobs))
+            finally:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewal
             await self._record(outcomes)
         return fired + len(jobs)
+
+    async def _keep_claims(self, job_ids: list[int]) -> None:
+        """While a batch runs, renew its claims so no other replica takes a slow job over."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.renew_jobs(
+                        job_ids,
+                        worker=self.name,
+                        now=self.clock.now(),
+                        lease_seconds=self.lease_seconds,
+                    )
+            except Exception:  # the database is away: the next round tries again
+                log.warning("could not renew the claims of jobs %s", job_ids, exc_info=True)
 
     async def _run(self, job: Job) -> tuple[Job, str, Any]:
         """Run one job; returns (job, "done" | "retry" | "failed", result or error)."""
         try:
             result = await self.run_job(job)
         except JobRetry as retry:
-            return job, "retry", (str(retry), retry.after)
+            return job, "retry", (str(retry), retry.after, retry.paced)
         except JobFailed as failure:
             log.error(
                 "slack job %s (%s) for %s failed: %s", job.id, job.kind, job.incident_id, failure
@@ -99,31 +128,21 @@ class Worker:
             return job, "failed", str(failure)
         except Exception as exc:  # an unexpected bug: logged loudly, retried, never lost
             log.exception("slack job %s (%s) for %s crashed", job.id, job.kind, job.incident_id)
-            return job, "retry", (f"{type(exc).__name__}: {exc}", None)
+            return job, "retry", (f"{type(exc).__name__}: {exc}", None, False)
         return job, "done", result
 
     async def _record(self, outcomes: list[tuple[Job, str, Any]]) -> None:
-        """Write a batch's outcomes in one transaction."""
+        """Write a batch's outcomes in one transaction; a job whose claim another worker
+        took over (its lease ran out) is recorded by that worker, not here."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
             for job, outcome, value in outcomes:
                 if outcome == "done":
-                    await tx.finish_job(job.id, now=now, result=value)
+                    held = await tx.finish_job(job.id, worker=self.name, now=now, result=value)
                 elif outcome == "failed":
-                    await tx.fail_job(job.id, now=now, error=value)
+                    held = await tx.fail_job(job.id, worker=self.name, now=now, error=value)
                 else:
-                    error, after = value
-                    if job.attempts >= MAX_ATTEMPTS:
-                        log.error(
-                            "slack job %s (%s) for %s gave up after %d attempts: %s",
-                            job.id,
-                            job.kind,
-                            job.incident_id,
-                            job.attempts,
-                            error,
-                        )
-                        await tx.fail_job(job.id, now=now, error=error)
-                        continue
+                    error, after, paced = value
                     delay = after if after is not None else backoff(job.attempts)
                     log.warning(
                         "slack job %s (%s) for %s: %s; retrying in %.1fs",
@@ -133,13 +152,38 @@ class Worker:
                         error,
                         delay,
                     )
-                    await tx.retry_job(
-                        job.id, run_after=now + timedelta(seconds=delay), error=error, result=None
+                    self._report_long_wait(job, now, error)
+                    held = await tx.retry_job(
+                        job.id,
+                        worker=self.name,
+                        run_after=now + timedelta(seconds=delay),
+                        error=error,
+                        spend_attempt=not paced,
                     )
+                if not held:
+                    log.warning("slack job %s was taken over by another worker", job.id)
+
+    def _report_long_wait(self, job: Job, now: datetime, error: str) -> None:
+        """One log line per incident (not per retry) once its work has waited too long."""
+        if job.created_at is None or now - job.created_at < LONG_WAIT:
+            return
+        key = job.incident_id or f"job {job.id}"
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        waited = int((now - job.created_at).total_seconds())
+        log.error(
+            "%s: Slack work has waited %ds and is still being retried (%s); nothing is "
+            "dropped, it goes out when Slack answers",
+            key,
+            waited,
+            error,
+        )
 
     async def _sleep(self) -> None:
         """Sleep until the next job or timer is due, a wake-up, or the poll interval (other
         processes may have planned something) — whichever comes first."""
+        self._wakeup.clear()  # before looking: work committed meanwhile wakes us at once
         async with self.store.transaction() as tx:
             dues = [await tx.next_job_due()]
         if self.timers is not None:
@@ -150,21 +194,46 @@ class Worker:
                 delay = min(delay, (due - self.clock.now()).total_seconds())
         # Something due but not claimable by us (another process holds it): don't spin.
         delay = max(delay, MIN_SLEEP)
-        self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
 
     async def run_forever(self) -> None:
+        """Work until stopped. Nothing ends the loop but `stop()`: a database outage or a bug
+        is logged, waited out with a growing pause, and work resumes when it is over."""
         log.info("worker %s started", self.name)
+        self.running = True
+        failures = 0
         while not self._stopping:
+            self.heartbeat = time.monotonic()
             try:
+                if failures and self.reconnect is not None:
+                    await self.reconnect()
                 ran = await self.run_once()
-            except Exception:  # the database is away: keep trying, loudly
-                log.exception("worker could not claim jobs; trying again")
-                ran = 0
-                await asyncio.sleep(self.poll_seconds)
-            if not ran:
-                await self._sleep()
+                if not ran:
+                    await self._sleep()
+                if failures:
+                    log.warning("worker %s: the database answers again", self.name)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                if failures == 1:
+                    log.exception("worker %s: the database is away; trying again", self.name)
+                pause = min(MAX_OUTAGE_PAUSE, self.poll_seconds * failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=pause)
+                self._wakeup.clear()
+        self.running = False
+
+    def alive(self) -> bool:
+        """Whether the loop runs and came round recently (a batch may take up to a lease)."""
+        within = self.lease_seconds + 2 * self.poll_seconds + MAX_OUTAGE_PAUSE
+        return (
+            self.running
+            and self.heartbeat is not None
+            and time.monotonic() - self.heartbeat < within
+        )
 
     def stop(self) -> None:
         self._stopping = True

@@ -337,7 +337,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: Literal["fail", "rate_limit", "error"]
+    kind: Literal["fail", "rate_limit", "error", "lose_answer"]
     status: int = 200
     error: str = ""
     retry_after: int = 0
@@ -684,8 +684,10 @@ class FakeSlack:
         members: Iterable[str] = (),
         bot_is_member: bool = True,
         is_private: bool = False,
+        creator: str = "U0ADMIN",
     ) -> str:
-        """Seed a channel and return its id ("C…"). Members must not need to exist."""
+        """Seed a channel and return its id ("C…"). Members must not need to exist.
+        Seeded channels were made by a person (`creator`), not by the bot."""
         if any(c.name == name and not c.is_im for c in self.channels.values()):
             raise ValueError(f"channel #{name} already exists")
         channel = Channel(
@@ -694,7 +696,7 @@ class FakeSlack:
             members=set(members),
             is_private=is_private,
             created=int(time.time()),
-            creator=self.bot_user_id,
+            creator=creator,
         )
         if bot_is_member:
             channel.members.add(self.bot_user_id)
@@ -789,6 +791,13 @@ class FakeSlack:
         for _ in range(times):
             self._faults.setdefault(method, deque()).append(_Fault("error", error=error))
 
+    def lose_answer(self, method: str, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` are carried out, then the connection is
+        dropped before the answer: the caller cannot know that it worked (a timeout, a
+        lost connection, a process killed between Slack's answer and its own commit)."""
+        for _ in range(times):
+            self._faults.setdefault(method, deque()).append(_Fault("lose_answer"))
+
     def latency(self, method: str, seconds: float) -> None:
         """Delay every answer to ``method`` by ``seconds`` (0 clears)."""
         if seconds <= 0:
@@ -851,7 +860,8 @@ class FakeSlack:
             await asyncio.sleep(delay)
 
         queue = self._faults.get(method)
-        if queue:
+        lose = bool(queue) and queue is not None and queue[0].kind == "lose_answer"
+        if queue and not lose:
             fault = queue.popleft()
             if fault.kind == "fail":
                 body: JSON = {"ok": False, "error": "internal_error"}
@@ -881,7 +891,12 @@ class FakeSlack:
             log.exception("FakeSlack: internal error in %s", method)
             body = {"ok": False, "error": "fatal_error"}
             return self._finish(method, args, at, body, status=500)
-        return self._finish(method, args, at, {"ok": True, **result})
+        response = self._finish(method, args, at, {"ok": True, **result})
+        if lose and queue:
+            queue.popleft()
+            if request.transport is not None:
+                request.transport.close()  # done, but the answer never arrives
+        return response
 
     def _finish(
         self,
@@ -1077,7 +1092,9 @@ class FakeSlack:
             raise ApiError("invalid_name_specials")
         if any(c.name == name and not c.is_im for c in self.channels.values()):
             raise ApiError("name_taken")
-        channel_id = self.add_channel(name, is_private=_truthy(args.get("is_private")))
+        channel_id = self.add_channel(
+            name, is_private=_truthy(args.get("is_private")), creator=self.bot_user_id
+        )
         return {"channel": self._api_channel(self.channels[channel_id])}
 
     async def _conversations_info(self, args: JSON, token: str) -> JSON:

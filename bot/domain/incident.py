@@ -64,8 +64,19 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+_CONTROLS = {c: None for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+_CONTROLS.update({c: None for c in range(0x80, 0xA0)})
+
+
+def strip_controls(text: str) -> str:
+    """Text without control characters (NUL, ESC, BEL…; newlines and tabs kept): they show
+    as nothing in Slack, and PostgreSQL refuses NUL in text."""
+    return text.translate(_CONTROLS)
+
+
 def clean_text(text: str, *, what: str, limit: int = TEXT_MAX) -> str:
-    """Trimmed text, refused when empty, cut at `limit` characters."""
+    """Trimmed text without control characters, refused when empty, cut at `limit`."""
+    text = strip_controls(text)
     cleaned = " ".join(text.split()) if "\n" not in text else text.strip()
     if not cleaned:
         raise InvalidCommand(f"The {what} is empty.")
@@ -125,10 +136,10 @@ class Incident:
             severity=severity.name,
             declared_at=now,
             declared_by=by,
-            services=[s.strip() for s in services or [] if s.strip()],
-            impact=impact.strip()[:TEXT_MAX],
+            services=[strip_controls(s).strip() for s in services or [] if s.strip()],
+            impact=strip_controls(impact).strip()[:TEXT_MAX],
             drill=drill,
-            tags=sorted({t.strip().lower() for t in tags or [] if t.strip()}),
+            tags=sorted({strip_controls(t).strip().lower() for t in tags or [] if t.strip()}),
         )
         first = severity.escalation[0] if severity.escalation else None
         if first is not None and first.pagerduty and not drill:
@@ -303,7 +314,11 @@ class Incident:
                 EventKind.UPDATE_POSTED,
                 now,
                 by,
-                {"text": body, "status": self.status, "next_steps": next_steps.strip()[:TEXT_MAX]},
+                {
+                    "text": body,
+                    "status": self.status,
+                    "next_steps": strip_controls(next_steps).strip()[:TEXT_MAX],
+                },
             )
         )
         return events
@@ -360,7 +375,7 @@ class Incident:
                 {
                     "level": index + 1,
                     "notify": list(level.notify),
-                    "reason": reason.strip()[:TEXT_MAX],
+                    "reason": strip_controls(reason).strip()[:TEXT_MAX],
                     "manual": by is not None,
                     "pagerduty": level.pagerduty if not self.drill else None,
                 },
@@ -477,7 +492,7 @@ class Incident:
         self._require_open()
         self.snoozed_until = None
         self.resolution_summary = clean_text(summary, what="resolution summary")
-        self.root_cause = root_cause.strip()[:TEXT_MAX]
+        self.root_cause = strip_controls(root_cause).strip()[:TEXT_MAX]
         previous = self.status
         self.status, self.resolved_at, self.resolved_by = RESOLVED, now, by
         return [

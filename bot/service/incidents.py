@@ -19,7 +19,7 @@ from bot.domain import clocks, paging
 from bot.domain.actions import parse_action
 from bot.domain.drill import drill_report
 from bot.domain.errors import AlreadyDone, InvalidCommand, NotAllowed, NotFound, NothingToDo
-from bot.domain.incident import Event, EventKind, Incident
+from bot.domain.incident import Event, EventKind, Incident, strip_controls
 from bot.domain.naming import incident_id
 from bot.domain.policy import Policy, Severity, parse_duration
 from bot.domain.postmortem import build_postmortem, postmortem_filename
@@ -584,7 +584,12 @@ class IncidentService:
                 at=datetime.fromtimestamp(float(ts), tz=UTC),
                 kind=str(EventKind.MESSAGE_PINNED),
                 actor=author,
-                data={"text": text[:3000], "permalink": permalink, "ts": ts, "by": pinned_by},
+                data={
+                    "text": strip_controls(text)[:3000],
+                    "permalink": permalink,
+                    "ts": ts,
+                    "by": pinned_by,
+                },
             )
             return await tx.add_entry(entry, source_key=_pin_key(channel_id, ts))
 
@@ -615,7 +620,9 @@ class IncidentService:
     async def recapture(self, *, channel_id: str, ts: str, text: str) -> bool:
         """The pinned message was edited: the entry follows it."""
         async with self.store.transaction() as tx:
-            return await tx.edit_entry(_pin_key(channel_id, ts), text=text[:3000], edited=True)
+            return await tx.edit_entry(
+                _pin_key(channel_id, ts), text=strip_controls(text)[:3000], edited=True
+            )
 
     async def postmortem(
         self, incident_id: str, *, name: Callable[[str], str] | None = None
@@ -664,7 +671,23 @@ class IncidentService:
                 now=self.clock.now(), worker=worker, limit=limit, lease_seconds=lease_seconds
             )
         for timer in claimed:
-            await self._fire(timer, worker=worker)
+            try:
+                await self._fire(timer, worker=worker)
+            except Exception as exc:  # one bad timer must not stall the others
+                if not await self.store.ping():
+                    raise  # the database is away, not the timer: it fires once it is back
+                log.exception(
+                    "timer %s of %s could not fire; recorded as failed",
+                    timer.timer.key,
+                    timer.incident_id,
+                )
+                async with self.store.transaction() as tx:
+                    await tx.fail_timer(
+                        timer.id,
+                        worker=worker,
+                        now=self.clock.now(),
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
         if claimed:
             self._wake()
         return len(claimed)

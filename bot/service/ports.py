@@ -74,6 +74,8 @@ class Job:
     payload: dict[str, Any]
     attempts: int
     result: dict[str, Any] = field(default_factory=dict)  # steps done so far, kept on retry
+    worker: str = ""  # who holds the claim: only it may record the outcome
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,26 @@ class Tx(Protocol):
     async def claim_jobs(
         self, *, now: datetime, worker: str, limit: int, lease_seconds: int
     ) -> list[Job]: ...
-    async def finish_job(self, job_id: int, *, now: datetime, result: dict[str, Any]) -> None: ...
+    async def finish_job(
+        self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
+    ) -> bool: ...
     async def retry_job(
-        self, job_id: int, *, run_after: datetime, error: str, result: dict[str, Any] | None
-    ) -> None: ...
-    async def fail_job(self, job_id: int, *, now: datetime, error: str) -> None: ...
-    async def save_job_result(self, job_id: int, result: dict[str, Any]) -> None: ...
+        self,
+        job_id: int,
+        *,
+        worker: str,
+        run_after: datetime,
+        error: str,
+        spend_attempt: bool = True,
+    ) -> bool: ...
+    async def fail_job(self, job_id: int, *, worker: str, now: datetime, error: str) -> bool: ...
+    async def save_job_result(
+        self, job_id: int, result: dict[str, Any], *, worker: str
+    ) -> bool: ...
+    async def renew_jobs(
+        self, job_ids: list[int], *, worker: str, now: datetime, lease_seconds: int
+    ) -> int: ...
+    async def channel_refused(self, incident_id: str) -> str | None: ...
     async def next_job_due(self) -> datetime | None: ...
     async def replan_timers(
         self, incident_id: str, planned: list[Timer], *, now: datetime
@@ -119,6 +135,9 @@ class Tx(Protocol):
         self, *, now: datetime, worker: str, limit: int, lease_seconds: int
     ) -> list[ClaimedTimer]: ...
     async def mark_fired(self, timer_id: int, *, worker: str, now: datetime) -> bool: ...
+    async def fail_timer(
+        self, timer_id: int, *, worker: str, now: datetime, error: str
+    ) -> None: ...
     async def next_timer_due(self) -> datetime | None: ...
     async def recover_single_process(self) -> int: ...
     async def pending_job_count(self) -> int: ...
@@ -134,11 +153,13 @@ class Store(Protocol):
 
 
 class JobRetry(Exception):
-    """Transient failure (429, 5xx, network): run the job again after `after` seconds."""
+    """Transient failure (429, 5xx, network): run the job again after `after` seconds.
+    `paced` marks a rate limit: Slack pacing us, which does not count as an attempt."""
 
-    def __init__(self, error: str, *, after: float | None = None) -> None:
+    def __init__(self, error: str, *, after: float | None = None, paced: bool = False) -> None:
         super().__init__(error)
         self.after = after
+        self.paced = paced
 
 
 class JobFailed(Exception):

@@ -52,7 +52,7 @@ def classify(exc: Exception) -> Exception:
                 "retry-after"
             )
             after = float(header[0] if isinstance(header, list) else header or 1)
-            return JobRetry(f"rate limited ({error})", after=after)
+            return JobRetry(f"rate limited ({error})", after=after, paced=True)
         if status >= 500 or error in _TRANSIENT:
             return JobRetry(error)
         return JobFailed(error)
@@ -154,6 +154,12 @@ class SlackExecutor:
                 response = await self.client.conversations_create(name=name)
             except SlackApiError as exc:
                 if exc.response.get("error") == "name_taken":
+                    # Ours already, if an earlier run created it and the answer was lost.
+                    adopted = await self._adoptable(name, record)
+                    if adopted is not None:
+                        log.warning("%s: adopted #%s, created by an earlier run", incident.id, name)
+                        await self._save_refs(incident.id, channel_id=adopted, channel_name=name)
+                        return {"channel": adopted, "name": name, "adopted": True}
                     continue
                 failure = classify(exc)
                 if isinstance(failure, JobFailed):
@@ -166,6 +172,30 @@ class SlackExecutor:
             return {"channel": channel["id"], "name": channel["name"]}
         raise JobFailed("no free channel name after 50 suffixes")
 
+    async def _adoptable(self, name: str, record: IncidentRecord) -> str | None:
+        """The id of channel `name` if this bot created it for this incident: made by the
+        bot, not before the declaration, and no other incident lives there."""
+        bot = self.bot_user()
+        if bot is None:
+            return None
+        since = record.incident.declared_at.timestamp() - 60
+        cursor: str | None = None
+        while True:
+            page = await self.client.conversations_list(
+                types="public_channel", exclude_archived=True, limit=1000, cursor=cursor
+            )
+            for channel in page.get("channels") or []:
+                if channel.get("name") != name:
+                    continue
+                if channel.get("creator") != bot or float(channel.get("created") or 0) < since:
+                    return None
+                async with self.store.transaction() as tx:
+                    taken = await tx.by_channel(str(channel["id"]))
+                return None if taken is not None else str(channel["id"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return None
+
     async def _tell_declarer_failed(self, job: Job, record: IncidentRecord, error: str) -> None:
         log.error("%s: could not create the incident channel: %s", record.incident.id, error)
         url = job.payload.get("response_url")
@@ -175,14 +205,20 @@ class SlackExecutor:
                 text=text, response_type="ephemeral", replace_original=False
             )
 
-    def _channel(self, record: IncidentRecord) -> str:
-        if not record.slack.channel_id:
-            raise JobRetry("the incident channel does not exist yet", after=1)
-        return record.slack.channel_id
+    async def _channel(self, record: IncidentRecord) -> str:
+        """The incident channel's id; a job that needs it waits while it is being created,
+        and ends (instead of spinning) if Slack refused to create it for good."""
+        if record.slack.channel_id:
+            return record.slack.channel_id
+        async with self.store.transaction() as tx:
+            refused = await tx.channel_refused(record.incident.id)
+        if refused:
+            raise JobFailed(f"the incident channel could not be created ({refused})")
+        raise JobRetry("the incident channel does not exist yet", after=1)
 
     async def _invite(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Bring the declarer, a new commander or role holder into the channel."""
-        channel = self._channel(record)
+        channel = await self._channel(record)
         bot = self.bot_user()
         users = [u for u in job.payload.get("users", []) if u and u != bot]
         if not users:
@@ -217,7 +253,8 @@ class SlackExecutor:
         ts = str(response["ts"])
         job.result[step] = ts
         async with self.store.transaction() as tx:
-            await tx.save_job_result(job.id, dict(job.result))
+            if not await tx.save_job_result(job.id, dict(job.result), worker=job.worker):
+                raise JobRetry("another worker took this job over; it carries on")
         return ts
 
     async def _find_posted(self, channel: str, job_id: int, step: str) -> str | None:
@@ -225,7 +262,10 @@ class SlackExecutor:
             history = await self.client.conversations_history(
                 channel=channel, limit=100, include_all_metadata=True
             )
-        except SlackApiError:
+        except SlackApiError as exc:
+            failure = classify(exc)
+            if isinstance(failure, JobRetry):
+                raise failure from exc  # cannot look now: never post blind
             return None
         for message in history.get("messages") or []:
             payload = (message.get("metadata") or {}).get("event_payload") or {}
@@ -234,7 +274,7 @@ class SlackExecutor:
         return None
 
     async def _post_alert(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
-        channel = self._channel(record)
+        channel = await self._channel(record)
         if not record.slack.alert_ts:
             ts = await self._post_once(
                 job, channel=channel, message=self._alert(record), step="alert"
@@ -345,7 +385,7 @@ class SlackExecutor:
         posted: dict[str, Any] = {}
         for target in job.payload.get("to", [CHANNEL]):
             if target == CHANNEL:
-                channel: str | None = self._channel(record)
+                channel: str | None = await self._channel(record)
             elif target == ANNOUNCE:
                 channel = record.slack.announce_channel_id
             else:
@@ -384,7 +424,8 @@ class SlackExecutor:
     # ---- reaching people ---------------------------------------------------------------
     async def _save_result(self, job: Job) -> None:
         async with self.store.transaction() as tx:
-            await tx.save_job_result(job.id, dict(job.result))
+            if not await tx.save_job_result(job.id, dict(job.result), worker=job.worker):
+                raise JobRetry("another worker took this job over; it carries on")
 
     async def _reach(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Page people: invite every user and user-group member to the incident channel,
@@ -396,7 +437,7 @@ class SlackExecutor:
         if not incident.is_open or (incident.acknowledged and why in ("level", "ack_target")):
             # The page waited (Slack away) past the moment it mattered.
             return {"skipped": "resolved" if not incident.is_open else "acknowledged"}
-        channel = self._channel(record)
+        channel = await self._channel(record)
         result = job.result
         unreached: list[dict[str, str]] = list(result.get("unreached") or [])
         if "people" not in result:
@@ -503,7 +544,7 @@ class SlackExecutor:
 
     async def _playbook(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Post the checklist (once), or re-render it after a tick."""
-        channel = self._channel(record)
+        channel = await self._channel(record)
         others = [str(i) for i in job.payload.get("others", [])]
         if job.kind == JobKind.POST_PLAYBOOK and not record.slack.playbook_ts:
             message = self._playbook_message(record, others)
@@ -564,7 +605,7 @@ class SlackExecutor:
         assert self.service is not None
         if job.result.get("file"):
             return dict(job.result)
-        channel = self._channel(record)
+        channel = await self._channel(record)
         async with self.store.transaction() as tx:
             entries = await tx.timeline(record.incident.id)
         people = {record.incident.declared_by, *(e.actor for e in entries if e.actor)}
@@ -589,7 +630,7 @@ class SlackExecutor:
         )
         file_id = str((response.get("file") or {}).get("id") or "")
         async with self.store.transaction() as tx:
-            await tx.save_job_result(job.id, {"file": file_id})
+            await tx.save_job_result(job.id, {"file": file_id}, worker=job.worker)
         return {"file": file_id, "bytes": len(markdown.encode())}
 
     async def _respond(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
@@ -597,7 +638,7 @@ class SlackExecutor:
         if not url:
             return {}
         if job.payload.get("template") == "channel_ready":
-            text = texts.channel_ready(record.incident.id, self._channel(record))
+            text = texts.channel_ready(record.incident.id, await self._channel(record))
         else:
             text = str(job.payload.get("text", ""))
         webhook = AsyncWebhookClient(url=url, timeout=10)

@@ -1,27 +1,82 @@
-"""HTTP mode: one aiohttp server for Slack (`POST /slack/events`), health and metrics."""
+"""HTTP mode: one aiohttp server for Slack (`POST /slack/events`), health and metrics.
+
+Slack's requests are verified (signature, 5-minute replay window) before anything reads
+their body: an unsigned request gets 401 and is not logged; a signed one whose body cannot
+be parsed gets 400.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 
 from bot.service.ports import Store
 
+log = logging.getLogger(__name__)
+
+HEALTH_SECONDS = 1.0
+
+
+class Liveness(Protocol):
+    running: bool
+
+    def alive(self) -> bool: ...
+
 
 def build_web_app(
-    *, bolt: AsyncApp, store: Store, metrics: Callable[[], Awaitable[str]]
+    *,
+    bolt: AsyncApp,
+    store: Store,
+    metrics: Callable[[], Awaitable[str]],
+    signing_secret: str,
+    worker: Liveness | None = None,
 ) -> web.Application:
+    verifier = SignatureVerifier(signing_secret)
+
     async def slack_events(request: web.Request) -> web.Response:
-        response = await bolt.async_dispatch(await to_bolt_request(request))
+        body = (await request.read()).decode("utf-8", errors="replace")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        timestamp = headers.get("x-slack-request-timestamp", "")
+        signature = headers.get("x-slack-signature", "")
+        # slack_sdk's verifier also refuses a timestamp outside the 5-minute window.
+        if not timestamp.isdigit() or not verifier.is_valid(
+            body=body, timestamp=timestamp, signature=signature
+        ):
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body,
+                query=request.query_string,
+                headers={k: [v] for k, v in request.headers.items()},
+            )
+        except Exception:  # a signed but malformed body: Slack never sends one
+            log.warning("a signed request with a body that cannot be parsed was refused")
+            return web.json_response({"error": "malformed body"}, status=400)
+        response = await bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     async def healthz(_: web.Request) -> web.Response:
-        if await store.ping():
-            return web.json_response({"ok": True, "database": "reachable"})
-        return web.json_response({"ok": False, "database": "unreachable"}, status=503)
+        """200 when the database answers (within a second) and the worker loop is alive."""
+        try:
+            reachable = await asyncio.wait_for(store.ping(), timeout=HEALTH_SECONDS)
+        except TimeoutError:
+            reachable = False
+        body: dict[str, object] = {"database": "reachable" if reachable else "unreachable"}
+        ok = reachable
+        if worker is not None and worker.running:
+            alive = worker.alive()
+            body["worker"] = "alive" if alive else "stalled"
+            ok = ok and alive
+        body["ok"] = ok
+        return web.json_response(body, status=200 if ok else 503)
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(

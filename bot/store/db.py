@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -117,6 +118,22 @@ class Database:
         )
         await connection.commit()
         self._liveness = connection
+
+    async def ensure_liveness(self, worker: str) -> None:
+        """After an outage: if the liveness connection died with the database, take the
+        lock again on a new one (otherwise other replicas would think this worker dead)."""
+        if self.dialect != "postgresql":
+            return
+        if self._liveness is not None:
+            try:
+                await self._liveness.execute(text("SELECT 1"))
+                return
+            except Exception:  # the old connection is gone; a new one takes the lock
+                log.warning("worker liveness connection lost; taking the lock again")
+                with contextlib.suppress(Exception):
+                    await self._liveness.close()
+                self._liveness = None
+        await self.hold_liveness(worker)
 
     async def release_liveness(self) -> None:
         if self._liveness is not None:

@@ -281,6 +281,15 @@ class _TimerMixin:
         )
         return bool(result.rowcount == 1)
 
+    async def fail_timer(self, timer_id: int, *, worker: str, now: datetime, error: str) -> None:
+        """A timer whose firing raised: recorded as failed, with why, so it neither stalls
+        the others nor is retried forever."""
+        await self.c.execute(
+            update(timers)
+            .where(timers.c.id == timer_id, timers.c.locked_by == worker)
+            .values(state="failed", fired_at=now, locked_until=None, last_error=error[:2000])
+        )
+
     async def next_timer_due(self) -> datetime | None:
         statement = (
             select(timers.c.due_at)
@@ -544,43 +553,99 @@ class SqlTx(_TimerMixin):
                 payload=dict(row["payload"] or {}),
                 attempts=row["attempts"] + 1,
                 result=dict(row["result"] or {}),
+                worker=worker,
+                created_at=row["created_at"],
             )
             for row in rows
         ]
 
-    async def finish_job(self, job_id: int, *, now: datetime, result: dict[str, Any]) -> None:
-        await self.c.execute(
-            update(slack_jobs)
-            .where(slack_jobs.c.id == job_id)
-            .values(state=JobState.DONE, result=result, finished_at=now, locked_until=None)
+    def _held(self, job_id: int, worker: str) -> Any:
+        """The job row, only while `worker` holds its claim (fencing: a worker whose lease
+        was taken over records nothing)."""
+        return and_(
+            slack_jobs.c.id == job_id,
+            slack_jobs.c.state == JobState.RUNNING,
+            slack_jobs.c.locked_by == worker,
         )
 
+    async def finish_job(
+        self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
+    ) -> bool:
+        outcome = await self.c.execute(
+            update(slack_jobs)
+            .where(self._held(job_id, worker))
+            .values(state=JobState.DONE, result=result, finished_at=now, locked_until=None)
+        )
+        return bool(outcome.rowcount)
+
     async def retry_job(
-        self, job_id: int, *, run_after: datetime, error: str, result: dict[str, Any] | None
-    ) -> None:
+        self,
+        job_id: int,
+        *,
+        worker: str,
+        run_after: datetime,
+        error: str,
+        spend_attempt: bool = True,
+    ) -> bool:
         values: dict[str, Any] = {
             "state": JobState.PENDING,
             "run_after": run_after,
             "last_error": error[:2000],
             "locked_until": None,
         }
-        if result is not None:
-            values["result"] = result
-        await self.c.execute(update(slack_jobs).where(slack_jobs.c.id == job_id).values(**values))
+        if not spend_attempt:  # a rate limit is Slack pacing us, not the job failing
+            values["attempts"] = slack_jobs.c.attempts - 1
+        outcome = await self.c.execute(
+            update(slack_jobs).where(self._held(job_id, worker)).values(**values)
+        )
+        return bool(outcome.rowcount)
 
-    async def fail_job(self, job_id: int, *, now: datetime, error: str) -> None:
-        await self.c.execute(
+    async def fail_job(self, job_id: int, *, worker: str, now: datetime, error: str) -> bool:
+        outcome = await self.c.execute(
             update(slack_jobs)
-            .where(slack_jobs.c.id == job_id)
+            .where(self._held(job_id, worker))
             .values(
                 state=JobState.FAILED, last_error=error[:2000], finished_at=now, locked_until=None
             )
         )
+        return bool(outcome.rowcount)
 
-    async def save_job_result(self, job_id: int, result: dict[str, Any]) -> None:
-        await self.c.execute(
-            update(slack_jobs).where(slack_jobs.c.id == job_id).values(result=result)
+    async def save_job_result(self, job_id: int, result: dict[str, Any], *, worker: str) -> bool:
+        outcome = await self.c.execute(
+            update(slack_jobs).where(self._held(job_id, worker)).values(result=result)
         )
+        return bool(outcome.rowcount)
+
+    async def renew_jobs(
+        self, job_ids: list[int], *, worker: str, now: datetime, lease_seconds: int
+    ) -> int:
+        """Keep the claims of jobs still running alive."""
+        if not job_ids:
+            return 0
+        outcome = await self.c.execute(
+            update(slack_jobs)
+            .where(
+                slack_jobs.c.id.in_(job_ids),
+                slack_jobs.c.state == JobState.RUNNING,
+                slack_jobs.c.locked_by == worker,
+            )
+            .values(locked_until=now + timedelta(seconds=lease_seconds))
+        )
+        return int(outcome.rowcount or 0)
+
+    async def channel_refused(self, incident_id: str) -> str | None:
+        """Why Slack refused to create the incident's channel, if it did (for good)."""
+        statement = (
+            select(slack_jobs.c.last_error)
+            .where(
+                slack_jobs.c.incident_id == incident_id,
+                slack_jobs.c.kind == str(JobKind.CREATE_CHANNEL),
+                slack_jobs.c.state == JobState.FAILED,
+            )
+            .limit(1)
+        )
+        value: str | None = (await self.c.execute(statement)).scalar_one_or_none()
+        return value
 
     async def next_job_due(self) -> datetime | None:
         """When the next job can run: the earliest pending job not waiting behind another."""

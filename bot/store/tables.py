@@ -152,10 +152,11 @@ timers = Table(
     Column("kind", String(32), nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("data", Json, nullable=False),
-    Column("state", String(16), nullable=False),  # pending | firing | fired | cancelled
+    Column("state", String(16), nullable=False),  # pending|firing|fired|cancelled|failed
     Column("locked_by", String(64)),
     Column("locked_until", UTCDateTime),
     Column("fired_at", UTCDateTime),
+    Column("last_error", Text),  # why a timer failed (state `failed`)
     UniqueConstraint("incident_id", "key"),
     Index("ix_timers_state_due_at", "state", "due_at"),
 )

@@ -1,0 +1,208 @@
+"""Faults: what the bot does when Slack loses an answer, the database goes away, a claim is
+taken over, a timer cannot fire, or a request is garbage. Each test counts what a person
+would see (channels, messages, pages) against what was asked: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.domain.policy import Policy, default_policy, parse_policy
+from bot.service.ports import JobState
+from bot.store.repository import SqlStore
+from bot.store.tables import incidents, slack_jobs, timers
+from bot.worker import Worker
+from tests.harness import Slack, message_text
+
+
+def incident_channels(slack: Slack) -> list[str]:
+    return sorted(c.name for c in slack.fake.channels.values() if c.name.startswith("inc-"))
+
+
+async def run_retries(slack: Slack, rounds: int, *, step: float = 301) -> None:
+    """Let the worker retry `rounds` times, moving the fake clock past each backoff."""
+    for _ in range(rounds):
+        slack.clock.advance(timedelta(seconds=step))
+        await slack.settle()
+
+
+# ---- answers lost: settled by looking --------------------------------------------------------
+async def test_lost_answer_on_channel_creation_adopts_the_channel(slack: Slack) -> None:
+    slack.fake.lose_answer("conversations.create")
+    await slack.command("sev2 search slow")
+    await run_retries(slack, 3, step=5)
+    assert incident_channels(slack) == ["inc-20261122-001-search-slow"]
+    channel = slack.incident_channel()
+    record = await slack.record(channel)
+    assert record.slack.channel_id == channel.id
+    assert len([t for t in slack.texts(channel) if "INCIDENT ALERT" in t]) == 1
+
+
+async def test_lost_answer_on_a_post_posts_once(slack: Slack) -> None:
+    slack.fake.lose_answer("chat.postMessage")
+    await slack.command("sev2 search slow")
+    await run_retries(slack, 3, step=5)
+    channel = slack.incident_channel()
+    assert len([t for t in slack.texts(channel) if "INCIDENT ALERT" in t]) == 1
+
+
+async def test_a_taken_name_made_by_someone_else_gets_a_suffix(slack: Slack) -> None:
+    slack.fake.add_channel("inc-20261122-001-search-slow")
+    await slack.command("sev2 search slow")
+    assert "inc-20261122-001-search-slow-2" in incident_channels(slack)
+
+
+# ---- Slack away for long: retried, never abandoned ---------------------------------------------
+async def test_a_long_slack_outage_delays_but_never_drops(slack: Slack) -> None:
+    slack.fake.fail("conversations.create", status=503, times=25)
+    await slack.command("sev2 search slow")
+    await run_retries(slack, 30)
+    assert incident_channels(slack) == ["inc-20261122-001-search-slow"]
+    channel = slack.incident_channel()
+    assert any("INCIDENT ALERT" in t for t in slack.texts(channel))
+
+
+async def test_rate_limits_do_not_spend_attempts(slack: Slack) -> None:
+    slack.fake.rate_limit("conversations.create", retry_after=1, times=20)
+    await slack.command("sev2 search slow")
+    await run_retries(slack, 25, step=2)
+    assert incident_channels(slack) == ["inc-20261122-001-search-slow"]
+    async with slack.bot.database.transaction() as c:
+        attempts = (
+            await c.execute(
+                select(slack_jobs.c.attempts).where(slack_jobs.c.kind == "create_channel")
+            )
+        ).scalar_one()
+    assert attempts == 1
+
+
+async def test_a_refused_channel_ends_the_work_that_needs_it(slack: Slack) -> None:
+    slack.fake.error("conversations.create", "restricted_action")
+    await slack.command("sev2 search slow")
+    await run_retries(slack, 2, step=5)
+    async with slack.bot.store.transaction() as tx:
+        assert await tx.pending_job_count() == 0, "nothing spins on a channel that cannot be"
+
+
+# ---- claims are fenced -----------------------------------------------------------------------
+async def test_a_worker_whose_claim_was_taken_over_records_nothing(slack: Slack) -> None:
+    await slack.command("sev2 search slow", settle=False)
+    now = slack.clock.now()
+    async with slack.bot.store.transaction() as tx:
+        (mine,) = await tx.claim_jobs(now=now, worker="A", limit=1, lease_seconds=10)
+    later = now + timedelta(seconds=11)
+    async with slack.bot.store.transaction() as tx:
+        (theirs,) = await tx.claim_jobs(now=later, worker="B", limit=1, lease_seconds=10)
+        assert theirs.id == mine.id
+        assert not await tx.finish_job(mine.id, worker="A", now=later, result={"by": "A"})
+        assert not await tx.save_job_result(mine.id, {"by": "A"}, worker="A")
+        assert await tx.finish_job(mine.id, worker="B", now=later, result={"by": "B"})
+    async with slack.bot.database.transaction() as c:
+        row = (await c.execute(select(slack_jobs).where(slack_jobs.c.id == mine.id))).one()
+    assert row.state == JobState.DONE
+    assert row.result == {"by": "B"}
+
+
+# ---- one bad timer stays one failure ---------------------------------------------------------
+def policy_without_sev1() -> Policy:
+    data = default_policy().model_dump(mode="json")
+    data["severities"] = data["severities"][1:]
+    return parse_policy(data)
+
+
+async def test_a_timer_that_cannot_fire_does_not_stall_the_others(slack: Slack) -> None:
+    big = await slack.declare("sev1 payment down")
+    small = await slack.declare("sev2 search slow")
+    # The policy loses SEV1 (an edited policy file): SEV1's timers cannot fire any more.
+    slack.bot.service.policy = policy_without_sev1()
+    slack.clock.advance(timedelta(minutes=16))
+    await slack.settle()
+    assert any("response target" in t for t in slack.texts(small)), "SEV2's clock fired"
+    big_id = (await slack.record(big)).incident.id
+    async with slack.bot.database.transaction() as c:
+        rows = (await c.execute(select(timers).where(timers.c.incident_id == big_id))).all()
+    failed = [r for r in rows if r.state == "failed"]
+    assert failed
+    assert all("SEV1" in (r.last_error or "") for r in failed)
+    assert not [r for r in rows if r.state == "firing"], "nothing left claimed"
+
+
+# ---- the database goes away ------------------------------------------------------------------
+class FlakyStore:
+    """A store that fails while `down` is set, as a database that went away does."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.down = False
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        if self.down:
+            raise ConnectionRefusedError("database unreachable")
+        async with self.store.transaction() as tx:
+            yield tx
+
+    async def ping(self) -> bool:
+        return not self.down and await self.store.ping()
+
+
+async def test_the_worker_outlives_a_database_outage(slack: Slack) -> None:
+    flaky = FlakyStore(slack.bot.store)
+    worker = Worker(store=flaky, run_job=slack.bot.executor, clock=slack.clock, poll_seconds=0.02)
+    flaky.down = True
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        await asyncio.sleep(0.3)
+        assert not task.done(), "the worker is still there"
+        flaky.down = False
+        await slack.command("sev2 search slow", settle=False)
+        worker.wake()
+        await slack.fake.wait_for(
+            lambda: any(c.name.startswith("inc-") for c in slack.fake.channels.values()),
+            timeout=10,
+        )
+        assert worker.alive()
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+
+
+# ---- garbage in ------------------------------------------------------------------------------
+async def test_unsigned_garbage_gets_401_and_signed_garbage_400(slack: Slack) -> None:
+    bad = await slack.driver.post_raw(
+        "payload=%7Bnot-json",
+        content_type="application/x-www-form-urlencoded",
+        signature="v0=deadbeef",
+    )
+    assert bad.status_code == 401
+    stale = await slack.driver.post_raw(
+        "payload=%7B%7D", content_type="application/x-www-form-urlencoded", timestamp=1
+    )
+    assert stale.status_code == 401
+    nonsense = await slack.driver.post_raw(
+        "x",
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Slack-Request-Timestamp": "soon"},
+    )
+    assert nonsense.status_code == 401
+    signed = await slack.driver.post_raw(
+        "payload=%7Bnot-json", content_type="application/x-www-form-urlencoded"
+    )
+    assert signed.status_code == 400
+
+
+async def test_control_characters_never_reach_the_record(slack: Slack) -> None:
+    channel = await slack.declare("sev2 pay\x00ment\x1b[31m down\x07")
+    record = await slack.record(channel)
+    assert record.incident.title == "payment[31m down"
+    assert "payment[31m down" in message_text(slack.alert(channel))
+    async with slack.bot.database.transaction() as c:
+        title = (await c.execute(select(incidents.c.title))).scalar_one()
+    assert title == "payment[31m down"
