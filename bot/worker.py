@@ -73,7 +73,8 @@ class Worker:
         # Liveness: when the loop last came round (monotonic seconds), read by /healthz.
         self.heartbeat: float | None = None
         self.running = False
-        self._reported: set[str] = set()  # incidents whose long wait was logged
+        # Incidents whose long wait was logged (forgotten once their work goes through).
+        self._reported: set[str] = set()
 
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
@@ -139,6 +140,7 @@ class Worker:
             for job, outcome, value in outcomes:
                 if outcome == "done":
                     held = await tx.finish_job(job.id, worker=self.name, now=now, result=value)
+                    self._reported.discard(job.incident_id or f"job {job.id}")
                 elif outcome == "failed":
                     held = await tx.fail_job(job.id, worker=self.name, now=now, error=value)
                 else:

@@ -74,6 +74,11 @@ def strip_controls(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def trimmed(text: str, limit: int = TEXT_MAX) -> str:
+    """Optional typed text: without control characters, trimmed, cut at `limit`."""
+    return strip_controls(text).strip()[:limit]
+
+
 def clean_text(text: str, *, what: str, limit: int = TEXT_MAX) -> str:
     """Trimmed text without control characters, refused when empty, cut at `limit`."""
     text = strip_controls(text)
@@ -137,7 +142,7 @@ class Incident:
             declared_at=now,
             declared_by=by,
             services=[strip_controls(s).strip() for s in services or [] if s.strip()],
-            impact=strip_controls(impact).strip()[:TEXT_MAX],
+            impact=trimmed(impact),
             drill=drill,
             tags=sorted({strip_controls(t).strip().lower() for t in tags or [] if t.strip()}),
         )
@@ -317,7 +322,7 @@ class Incident:
                 {
                     "text": body,
                     "status": self.status,
-                    "next_steps": strip_controls(next_steps).strip()[:TEXT_MAX],
+                    "next_steps": trimmed(next_steps),
                 },
             )
         )
@@ -375,7 +380,7 @@ class Incident:
                 {
                     "level": index + 1,
                     "notify": list(level.notify),
-                    "reason": strip_controls(reason).strip()[:TEXT_MAX],
+                    "reason": trimmed(reason),
                     "manual": by is not None,
                     "pagerduty": level.pagerduty if not self.drill else None,
                 },
@@ -492,7 +497,7 @@ class Incident:
         self._require_open()
         self.snoozed_until = None
         self.resolution_summary = clean_text(summary, what="resolution summary")
-        self.root_cause = strip_controls(root_cause).strip()[:TEXT_MAX]
+        self.root_cause = trimmed(root_cause)
         previous = self.status
         self.status, self.resolved_at, self.resolved_by = RESOLVED, now, by
         return [

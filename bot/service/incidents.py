@@ -140,6 +140,13 @@ def _refusal(action: str, incident: Incident, allowed: list[str], unknown: list[
     return text
 
 
+async def _once(tx: Tx, key: str | None, now: datetime) -> None:
+    """A submission (a form's view id) is acted on once: its key is recorded in the same
+    transaction as the work, and a second arrival changes nothing."""
+    if key is not None and not await tx.remember(key, now=now):
+        raise AlreadyDone("That form was already submitted; nothing changed.")
+
+
 def _pin_key(channel_id: str, ts: str) -> str:
     return f"pin:{channel_id}:{ts}"
 
@@ -316,8 +323,7 @@ class IncidentService:
             record = await self._load(tx, where, lock=True)
             if guard is not None:
                 guard(record.incident)
-            if once is not None and not await tx.remember(once, now=now):
-                raise AlreadyDone("That form was already submitted; nothing changed.")
+            await _once(tx, once, now)
             events = change(record.incident, now)
             if enrich is not None:
                 await enrich(tx, record.incident, events)
@@ -350,8 +356,7 @@ class IncidentService:
         level = self.severity(severity)
         now = self.clock.now()
         async with self.store.transaction() as tx:
-            if once is not None and not await tx.remember(once, now=now):
-                raise AlreadyDone("That form was already submitted; the incident is declared.")
+            await _once(tx, once, now)
             seq = await tx.next_sequence(now.date())
             incident, events = Incident.declare(
                 incident_id=incident_id(now.date(), seq),

@@ -147,6 +147,9 @@ def build_app(
         authorize=authorize,
         process_before_response=True,
         raise_error_for_unhandled_request=False,
+        # The HTTP server verifies every request before its body is read (server.py);
+        # Socket Mode needs no signature. Verifying again here would be the same work twice.
+        request_verification_enabled=False,
     )
     policy = service.policy
     members = directory or SlackDirectory(client, team_id=lambda: identity.team_id)

@@ -13,7 +13,9 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.service.ports import LookupFailed
@@ -49,7 +51,7 @@ class SlackDirectory:
         self.wait_seconds = wait_seconds
         self._monotonic = monotonic
         self._groups: dict[str, tuple[float, set[str]]] = {}
-        self._standing: dict[str, tuple[float, Standing]] = {}
+        self._users: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def _fresh(self, stamp: float) -> bool:
         return self._monotonic() - stamp < self.cache_seconds
@@ -72,26 +74,38 @@ class SlackDirectory:
             log.warning("could not look up user group %s: %s", group, type(exc).__name__)
             raise LookupFailed(group) from exc
 
+    async def user_info(self, user: str) -> dict[str, Any]:
+        """The user object `users.info` returns (cached); Slack's errors are raised."""
+        cached = self._users.get(user)
+        if cached is not None and self._fresh(cached[0]):
+            return cached[1]
+        response = await self.client.users_info(user=user)
+        info = dict(response.get("user") or {})
+        self._users[user] = (self._monotonic(), info)
+        return info
+
+    async def display_name(self, user: str) -> str:
+        """How people know `user` (display name, real name, handle), or the id itself."""
+        try:
+            info = await self.user_info(user)
+        except SlackApiError:
+            return user
+        profile = info.get("profile") or {}
+        return str(
+            profile.get("display_name") or profile.get("real_name") or info.get("name") or user
+        )
+
     async def standing(self, user: str) -> Standing:
         """Whether `user` is a full member of this workspace (cached). UNKNOWN when Slack
         cannot say within `wait_seconds`: the caller lets them act."""
-        cached = self._standing.get(user)
-        if cached is not None and self._fresh(cached[0]):
-            return cached[1]
         try:
-            response = await asyncio.wait_for(
-                self.client.users_info(user=user), timeout=self.wait_seconds
-            )
+            info = await asyncio.wait_for(self.user_info(user), timeout=self.wait_seconds)
         except Exception as exc:  # Slack away, slow or refusing: not the user's fault
             log.warning("users.info for %s failed: %s", user, type(exc).__name__)
             return Standing.UNKNOWN
-        info = response.get("user") or {}
         team = self._team_id()
         if info.get("is_stranger") or (team and info.get("team_id") not in (None, team)):
-            standing = Standing.EXTERNAL
-        elif info.get("is_restricted") or info.get("is_ultra_restricted"):
-            standing = Standing.GUEST
-        else:
-            standing = Standing.MEMBER
-        self._standing[user] = (self._monotonic(), standing)
-        return standing
+            return Standing.EXTERNAL
+        if info.get("is_restricted") or info.get("is_ultra_restricted"):
+            return Standing.GUEST
+        return Standing.MEMBER

@@ -79,7 +79,6 @@ class SlackExecutor:
         self.pagerduty = pagerduty or PagerDuty()
         self.playbooks = playbooks or PlaybookSet([builtin_generic()], policy=policy)
         self.service: IncidentService | None = None  # set once the service exists
-        self._names: dict[str, str] = {}
         self._announce_id: str | None = None
         self._topics: dict[str, str] = {}
         self.bot_user: Callable[[], str | None] = lambda: None  # set once auth.test answers
@@ -585,21 +584,6 @@ class SlackExecutor:
         )
         return {"captured": added}
 
-    async def _name(self, user: str) -> str:
-        if user not in self._names:
-            try:
-                info = await self.client.users_info(user=user)
-                profile = (info.get("user") or {}).get("profile") or {}
-                self._names[user] = str(
-                    profile.get("display_name")
-                    or profile.get("real_name")
-                    or (info.get("user") or {}).get("name")
-                    or user
-                )
-            except SlackApiError:
-                self._names[user] = user
-        return self._names[user]
-
     async def _postmortem(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Build the post-mortem draft from the record and upload it into the channel."""
         assert self.service is not None
@@ -611,10 +595,9 @@ class SlackExecutor:
         people = {record.incident.declared_by, *(e.actor for e in entries if e.actor)}
         people |= {p for p in (record.incident.commander, *record.incident.roles.values()) if p}
         people |= {a.owner for a in record.incident.actions if a.owner}
-        for person in people:
-            await self._name(person)
+        names = {person: await self.directory.display_name(person) for person in people}
         filename, markdown = await self.service.postmortem(
-            record.incident.id, name=lambda user: f"@{self._names.get(user, user)}"
+            record.incident.id, name=lambda user: f"@{names.get(user, user)}"
         )
         comment = texts.postmortem_posted(
             record.incident.id,
