@@ -354,7 +354,7 @@ async def test_usergroup_members(fake: FakeSlack, client: AsyncWebClient) -> Non
     [
         ("U0NOBODY", "user_not_found"),
         ("U0BOT", "cant_invite_self"),
-        ("U0GONE", "user_disabled"),
+        ("U0GONE", "cant_invite"),
         ("U0GUEST", "user_is_restricted"),
         ("U0SCG", "user_is_restricted"),
         ("W0EXT", "cant_invite"),
@@ -423,7 +423,7 @@ async def test_invite_with_force_invites_the_valid_ones(
     assert resp["ok"] is True
     assert resp["channel"]["id"] == cid
     assert resp["errors"] == [
-        {"user": "U0GONE", "ok": False, "error": "user_disabled"},
+        {"user": "U0GONE", "ok": False, "error": "cant_invite"},
         {"user": "U0BOT", "ok": False, "error": "cant_invite_self"},
     ]
     assert fake.channel(cid).members == {"U0BOT", "U0ALICE", "U0BOB"}

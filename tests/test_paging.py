@@ -363,3 +363,31 @@ def test_simulate_shows_pages_and_a_raise() -> None:
     assert "PagerDuty trigger (routing key R0FIRST)" in lines[raise_at + 2]
     assert "escalation level 2: U0SECOND" in text
     assert "PagerDuty trigger (routing key R0SECOND)" in text
+
+
+@pytest.mark.parametrize("policy", [paging_policy(resolve=["commander", "S0LEADS"])])
+async def test_a_refusal_names_the_groups_that_may(people: Slack) -> None:
+    slack = people
+    channel = await slack.declare("sev2 search slow")
+    await slack.command("ic", channel=channel.id, user=ALICE)
+    refused = await slack.command("resolve done", channel=channel.id, user=BOB)
+    assert refused.text is not None
+    assert "<!subteam^S0LEADS>" in refused.text, "shown as the group, not as escaped text"
+    assert "&lt;" not in refused.text
+
+
+@pytest.mark.parametrize("method", ["conversations.invite", "chat.postMessage"])
+async def test_a_lost_answer_while_paging_pages_once(people: Slack, method: str) -> None:
+    """Slack did the invite / sent the page, but the answer never came back: the retry
+    looks before doing it again."""
+    slack = people
+    slack.fake.lose_answer(method)
+    await slack.command("sev2 search slow")
+    for _ in range(3):
+        slack.clock.advance(timedelta(seconds=5))
+        await slack.settle()
+    channel = slack.incident_channel()
+    for person in (ON1, ON2):
+        assert person in channel.members
+        assert len(slack.fake.dms(person)) == 1, f"{person} paged exactly once"
+    assert not [t for t in slack.texts(channel) if "could be reached" in t]

@@ -1150,7 +1150,7 @@ class FakeSlack:
         if user is None:
             return "user_not_found"
         if user.deleted:
-            return "user_disabled"
+            return "cant_invite"  # Slack documents no deactivated-user error for invites
         if user.is_external(self.team_id):
             return "cant_invite"  # the fake's channels are never shared with other orgs
         if user.is_restricted or user.is_ultra_restricted:

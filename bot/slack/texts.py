@@ -12,7 +12,7 @@ from datetime import datetime
 from bot.domain.policy import Policy, human_duration
 
 _UNSAFE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-_ESCAPED_USER = re.compile(r"&lt;@([UW][A-Z0-9]+)&gt;")
+_ESCAPED_MENTION = re.compile(r"&lt;(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+)&gt;")
 
 
 def escape(text: str) -> str:
@@ -21,8 +21,9 @@ def escape(text: str) -> str:
 
 
 def escape_error(text: str) -> str:
-    """An error message for its author: everything escaped except bare user mentions."""
-    return _ESCAPED_USER.sub(r"<@\1>", escape(text))
+    """An error message for its author: everything escaped except bare user and user-group
+    mentions (an ephemeral reply notifies nobody; the names make it readable)."""
+    return _ESCAPED_MENTION.sub(r"<\1>", escape(text))
 
 
 def mention(target: str | None) -> str:
