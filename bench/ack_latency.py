@@ -89,6 +89,7 @@ async def main_async(n: int) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         async with FakeSlack() as fake:
+            fake.add_user("U0ALICE", "alice", "Alice")  # who sends every request
             general = fake.add_channel("general")
             fake.add_channel("incidents")
             runner, port = await floor_app(fake)

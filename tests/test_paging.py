@@ -391,3 +391,18 @@ async def test_a_lost_answer_while_paging_pages_once(people: Slack, method: str)
         assert person in channel.members
         assert len(slack.fake.dms(person)) == 1, f"{person} paged exactly once"
     assert not [t for t in slack.texts(channel) if "could be reached" in t]
+
+
+async def test_a_failed_lookup_is_not_repeated_for_every_request(people: Slack) -> None:
+    """During a Slack outage a burst of commands waits for users.info once, not each time."""
+    slack = people
+    channel = await slack.declare("sev2 search slow")
+    slack.fake.add_user("U0NEWBIE", "newbie", "Newbie")
+    slack.fake.fail("users.info", status=500, times=50)
+    before = len(slack.fake.calls_to("users.info"))
+    for n in range(3):
+        reply = await slack.command(f"note look {n}", channel=channel.id, user="U0NEWBIE")
+        assert reply.text is not None
+        assert "Note added" in reply.text
+    asked = len(slack.fake.calls_to("users.info")) - before
+    assert asked <= 3, "one look-up (with the client's own two retries), then the cache"

@@ -23,6 +23,7 @@ from bot.service.ports import LookupFailed
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 300.0
+UNKNOWN_SECONDS = 30.0  # after a failed look-up, don't ask again (and wait again) at once
 WAIT_SECONDS = 1.0  # a person is waiting: Slack's 3 s covers this and the rest
 
 
@@ -52,6 +53,7 @@ class SlackDirectory:
         self._monotonic = monotonic
         self._groups: dict[str, tuple[float, set[str]]] = {}
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._unknown: dict[str, float] = {}  # user → when the look-up last failed
 
     def _fresh(self, stamp: float) -> bool:
         return self._monotonic() - stamp < self.cache_seconds
@@ -98,11 +100,16 @@ class SlackDirectory:
     async def standing(self, user: str) -> Standing:
         """Whether `user` is a full member of this workspace (cached). UNKNOWN when Slack
         cannot say within `wait_seconds`: the caller lets them act."""
+        failed = self._unknown.get(user)
+        if failed is not None and self._monotonic() - failed < UNKNOWN_SECONDS:
+            return Standing.UNKNOWN  # a burst during a Slack outage waits once, not each time
         try:
             info = await asyncio.wait_for(self.user_info(user), timeout=self.wait_seconds)
         except Exception as exc:  # Slack away, slow or refusing: not the user's fault
             log.warning("users.info for %s failed: %s", user, type(exc).__name__)
+            self._unknown[user] = self._monotonic()
             return Standing.UNKNOWN
+        self._unknown.pop(user, None)
         team = self._team_id()
         if info.get("is_stranger") or (team and info.get("team_id") not in (None, team)):
             return Standing.EXTERNAL
