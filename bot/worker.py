@@ -39,6 +39,9 @@ MAX_BACKOFF = 300.0
 MIN_SLEEP = 0.02
 MAX_OUTAGE_PAUSE = 5.0
 LONG_WAIT = timedelta(minutes=5)  # work pending longer than this is reported
+# How often the liveness lock's connection is checked even when nothing failed: a database
+# restart between two rounds kills it without the loop noticing.
+LIVENESS_CHECK_SECONDS = 5.0
 
 
 def backoff(attempts: int) -> float:
@@ -205,11 +208,14 @@ class Worker:
         log.info("worker %s started", self.name)
         self.running = True
         failures = 0
+        checked = time.monotonic()
         while not self._stopping:
             self.heartbeat = time.monotonic()
             try:
-                if failures and self.reconnect is not None:
+                due = self.heartbeat - checked >= LIVENESS_CHECK_SECONDS
+                if self.reconnect is not None and (failures or due):
                     await self.reconnect()
+                    checked = time.monotonic()
                 ran = await self.run_once()
                 if not ran:
                     await self._sleep()

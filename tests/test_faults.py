@@ -52,6 +52,19 @@ async def test_lost_answer_on_a_post_posts_once(slack: Slack) -> None:
     assert len([t for t in slack.texts(channel) if "INCIDENT ALERT" in t]) == 1
 
 
+async def test_lost_answers_on_the_upload_upload_the_post_mortem_once(slack: Slack) -> None:
+    channel = await slack.declare("sev2 search slow")
+    for method in ("files.getUploadURLExternal", "files.completeUploadExternal"):
+        slack.fake.lose_answer(method)
+        await slack.command("postmortem", channel=channel.id)
+        await run_retries(slack, 3, step=5)
+    shared = [f for f in slack.fake.files.values() if channel.id in f.channels]
+    assert len(shared) == 2, "one draft per request, none doubled"
+    posted = [m for m in channel.messages if m.files]
+    assert len(posted) == 2
+    assert {f.filename for f in shared} == {"INC-20261122-001-postmortem.md"}
+
+
 async def test_a_taken_name_made_by_someone_else_gets_a_suffix(slack: Slack) -> None:
     slack.fake.add_channel("inc-20261122-001-search-slow")
     await slack.command("sev2 search slow")

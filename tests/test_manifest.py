@@ -28,7 +28,9 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "users_info": {"users:read"},
     "views_open": set(),
     "views_publish": set(),
-    "files_upload_v2": {"files:write"},
+    "files_getUploadURLExternal": {"files:write"},
+    "files_completeUploadExternal": {"files:write"},
+    "files_info": {"files:read"},
 }
 # Not calls but features: the slash command, and 📌 reaction events.
 FEATURE_SCOPES = {"commands", "reactions:read"}

@@ -577,6 +577,7 @@ class FakeSlack:
             "reactions.add": self._reactions_add,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
+            "files.info": self._files_info,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -1588,6 +1589,24 @@ class FakeSlack:
             channel.messages.append(msg)
             self._notify(channel, msg)
         return {"files": objects}
+
+    async def _files_info(self, args: JSON, token: str) -> JSON:
+        """A file's object; until its upload is completed it is shared nowhere."""
+        file = self.files.get(_str_arg(args, "file"))
+        if file is None:
+            raise ApiError("file_not_found")
+        found = file.to_api(user=self.bot_user_id, base_url=self.base_url)
+        public = [
+            c for c in file.channels if c in self.channels and not self.channels[c].is_private
+        ]
+        private = [c for c in file.channels if c not in public]
+        found["channels"], found["groups"] = public, private
+        found["shares"] = {
+            kind: {c: [{"ts": "0"}] for c in ids}
+            for kind, ids in (("public", public), ("private", private))
+            if ids
+        }
+        return {"file": found}
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         file_id = self._upload_keys.pop(request.match_info["key"], None)

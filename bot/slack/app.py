@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain.errors import AlreadyDone, DomainError
+from bot.service.deadline import within
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, commands, texts
 from bot.slack.blocks import Action, Modal
@@ -242,7 +243,7 @@ def build_app(
             trigger_id=body.get("trigger_id"),
         )
         try:
-            reply = await commands.handle(body.get("text") or "", ctx)
+            reply = await within(lambda: commands.handle(body.get("text") or "", ctx))
         except DomainError as error:
             await ack(response_type="ephemeral", text=texts.escape_error(str(error)))
             return
@@ -272,7 +273,7 @@ def build_app(
         respond: AsyncRespond, what: str, call: Callable[[], Awaitable[Outcome]]
     ) -> None:
         try:
-            outcome = await call()
+            outcome = await within(call)
         except DomainError as error:
             follow_up(respond, texts.escape_error(str(error)), what=what)
             return
@@ -346,7 +347,7 @@ def build_app(
     ) -> None:
         _, incident_id = clicked(body)
         try:
-            record = await service.find(Where(incident_id=incident_id))
+            record = await within(lambda: service.find(Where(incident_id=incident_id)))
         except DomainError as error:
             follow_up(respond, texts.escape_error(str(error)), what="open form")
             return
@@ -400,15 +401,17 @@ def build_app(
             origin = {}
         services = [s for s in _value(values, "services").split(",") if s.strip()]
         try:
-            await service.declare(
-                once=f"view:{view.get('id')}" if view.get("id") else None,
-                severity=_value(values, "severity"),
-                title=commands.plain(_value(values, "title")),
-                by=body["user"]["id"],
-                origin_channel_id=origin.get("channel"),
-                response_url=origin.get("response_url"),
-                services=[commands.plain(s) for s in services],
-                impact=commands.plain(_value(values, "impact")),
+            await within(
+                lambda: service.declare(
+                    once=f"view:{view.get('id')}" if view.get("id") else None,
+                    severity=_value(values, "severity"),
+                    title=commands.plain(_value(values, "title")),
+                    by=body["user"]["id"],
+                    origin_channel_id=origin.get("channel"),
+                    response_url=origin.get("response_url"),
+                    services=[commands.plain(s) for s in services],
+                    impact=commands.plain(_value(values, "impact")),
+                )
             )
         except AlreadyDone:
             await ack()
@@ -423,13 +426,15 @@ def build_app(
     async def on_update(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view["state"]["values"]
         try:
-            await service.post_update(
-                Where(incident_id=view.get("private_metadata") or ""),
-                by=body["user"]["id"],
-                text=commands.plain(_value(values, "text")),
-                status=_value(values, "status") or None,
-                next_steps=commands.plain(_value(values, "next_steps")),
-                once=f"view:{view.get('id')}" if view.get("id") else None,
+            await within(
+                lambda: service.post_update(
+                    Where(incident_id=view.get("private_metadata") or ""),
+                    by=body["user"]["id"],
+                    text=commands.plain(_value(values, "text")),
+                    status=_value(values, "status") or None,
+                    next_steps=commands.plain(_value(values, "next_steps")),
+                    once=f"view:{view.get('id')}" if view.get("id") else None,
+                )
             )
         except AlreadyDone:
             await ack()
@@ -443,12 +448,14 @@ def build_app(
     async def on_resolve(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view["state"]["values"]
         try:
-            await service.resolve(
-                Where(incident_id=view.get("private_metadata") or ""),
-                by=body["user"]["id"],
-                summary=commands.plain(_value(values, "summary")),
-                root_cause=commands.plain(_value(values, "root_cause")),
-                once=f"view:{view.get('id')}" if view.get("id") else None,
+            await within(
+                lambda: service.resolve(
+                    Where(incident_id=view.get("private_metadata") or ""),
+                    by=body["user"]["id"],
+                    summary=commands.plain(_value(values, "summary")),
+                    root_cause=commands.plain(_value(values, "root_cause")),
+                    once=f"view:{view.get('id')}" if view.get("id") else None,
+                )
             )
         except AlreadyDone:
             await ack()

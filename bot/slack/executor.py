@@ -604,17 +604,63 @@ class SlackExecutor:
             automatic=bool(job.payload.get("automatic")),
             drill=record.incident.drill,
         )
-        response = await self.client.files_upload_v2(
-            channel=channel,
-            content=markdown,
-            filename=filename,
-            title=f"Post-mortem draft: {record.incident.id}",
-            initial_comment=comment,
-        )
-        file_id = str((response.get("file") or {}).get("id") or "")
+        content = markdown.encode()
+        earlier = str(job.result.get("uploading") or "")
+        if earlier and await self._shared_in(earlier, channel):
+            # The last attempt's upload reached the channel; only its answer was lost.
+            file_id = earlier
+        else:
+            file_id = await self._upload(
+                job,
+                channel=channel,
+                content=content,
+                filename=filename,
+                title=f"Post-mortem draft: {record.incident.id}",
+                comment=comment,
+            )
         async with self.store.transaction() as tx:
             await tx.save_job_result(job.id, {"file": file_id}, worker=job.worker)
-        return {"file": file_id, "bytes": len(markdown.encode())}
+        return {"file": file_id, "bytes": len(content)}
+
+    async def _upload(
+        self, job: Job, *, channel: str, content: bytes, filename: str, title: str, comment: str
+    ) -> str:
+        """Slack's three-step upload, with the file id saved before the step whose answer
+        may be lost (completing the upload shares the file into the channel)."""
+        ticket = await self.client.files_getUploadURLExternal(
+            filename=filename, length=len(content)
+        )
+        file_id = str(ticket["file_id"])
+        async with self.store.transaction() as tx:
+            await tx.save_job_result(job.id, {"uploading": file_id}, worker=job.worker)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(str(ticket["upload_url"]), data=content) as response,
+        ):
+            if response.status != 200:
+                raise JobRetry(f"file upload answered {response.status}")
+        await self.client.files_completeUploadExternal(
+            files=[{"id": file_id, "title": title}],
+            channel_id=channel,
+            initial_comment=comment,
+        )
+        return file_id
+
+    async def _shared_in(self, file_id: str, channel: str) -> bool:
+        """Whether the file exists and has been shared into `channel`."""
+        try:
+            info = await self.client.files_info(file=file_id)
+        except SlackApiError as exc:
+            if exc.response.get("error") == "file_not_found":
+                return False
+            raise
+        file = info.get("file") or {}
+        shares = file.get("shares") or {}
+        places = {*(file.get("channels") or []), *(file.get("groups") or [])}
+        for kind in ("public", "private"):
+            places |= set(shares.get(kind) or {})
+        return channel in places
 
     async def _respond(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         url = str(job.payload.get("url") or "")

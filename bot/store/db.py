@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from bot.service.deadline import commit_starting
+
 log = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,6 +26,10 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x1C1DE7B0
 # Advisory-lock class of worker liveness: each worker holds (class, hashtext(its name)).
 WORKER_LOCK_CLASS = 0x1C1D
+# PostgreSQL: bounds on connecting and on any one statement (client side, so they also hold
+# when the server is frozen rather than down).
+CONNECT_SECONDS = 5.0
+STATEMENT_SECONDS = 15.0
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -56,6 +63,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    # A database that stops answering (frozen, or the network gone) must not hold a
+    # request or the worker forever: connecting and each statement have a bound. A Slack
+    # request has its own, shorter deadline (bot.service.deadline).
+    connect_args = kwargs.setdefault("connect_args", {})
+    connect_args.setdefault("timeout", CONNECT_SECONDS)
+    connect_args.setdefault("command_timeout", STATEMENT_SECONDS)
     return create_async_engine(url, **kwargs)
 
 
@@ -82,16 +95,29 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as connection:
-            yield connection
+        async with self.engine.connect() as connection:
+            transaction = await connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                await transaction.rollback()
+                raise
+            commit_starting()
+            await transaction.commit()
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic); safe with several replicas."""
         async with self.engine.connect() as connection:
             if self.dialect == "postgresql":
-                await connection.execute(
-                    text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-                )
+                # Polled rather than waited for, so the statement bound above never cuts
+                # short the wait for another replica's long migration.
+                while not (
+                    await connection.execute(
+                        text("SELECT pg_try_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                ).scalar_one():
+                    await connection.commit()
+                    await asyncio.sleep(0.5)
                 await connection.commit()
             try:
                 await connection.run_sync(_upgrade)

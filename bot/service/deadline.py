@@ -1,0 +1,93 @@
+"""A Slack request's deadline: its work either ends in time or is rolled back and said so.
+
+Slack waits three seconds for an answer. When the database is slow or frozen, a request
+must still be answered, and the answer must be true: the work was rolled back (try again),
+or, when the deadline passed while the commit was already on its way, it may have been done
+(look before trying again). The work runs in its own task, so that the answer never waits
+for the rollback of a connection to a database that does not respond; that clean-up ends
+in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bot.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a Slack request may spend on the database (and the directory) before it is
+# answered with "try again": well inside Slack's 3 s, with room for Bolt and the network.
+REQUEST_SECONDS = 2.0
+
+
+@dataclass
+class _Attempt:
+    committing: bool = False
+
+
+_attempt: ContextVar[_Attempt | None] = ContextVar("deadline_attempt", default=None)
+_abandoned: set[asyncio.Task[object]] = set()
+
+
+class TooSlow(DomainError):
+    """The deadline passed; the message says whether the change may nevertheless be done."""
+
+    def __init__(self, *, maybe_done: bool) -> None:
+        self.maybe_done = maybe_done
+        if maybe_done:
+            message = (
+                "The database was slow to confirm, so this may or may not have been done. "
+                "Check with `/incident list` (or the incident channel) before trying again."
+            )
+        else:
+            message = "The database did not answer in time, so nothing was changed. Try again."
+        super().__init__(message)
+
+
+def commit_starting() -> None:
+    """Called by the store just before it sends COMMIT: from here the outcome is unknown."""
+    attempt = _attempt.get()
+    if attempt is not None:
+        attempt.committing = True
+
+
+async def within(work: Callable[[], Awaitable[T]], seconds: float = REQUEST_SECONDS) -> T:
+    """Run `work` for at most `seconds`; past that, cancel it and raise `TooSlow`."""
+    attempt = _Attempt()
+
+    async def run() -> T:
+        _attempt.set(attempt)
+        return await work()
+
+    task = asyncio.ensure_future(run())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    # Keep a reference until the cancelled work has rolled back, and swallow its outcome.
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+    log.warning(
+        "a request's work took longer than %.1f s and was cancelled (commit %s)",
+        seconds,
+        "in flight" if attempt.committing else "not started",
+    )
+    raise TooSlow(maybe_done=attempt.committing)
+
+
+def _forget(task: asyncio.Task[object]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("cancelled request work ended with %r", task.exception())

@@ -1,0 +1,30 @@
+"""Fixtures of the fault campaign: a private PostgreSQL cluster that may be stopped and frozen."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.pgcluster import PrivateCluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    """A running private cluster; each test module gets its own, so a fault never leaks."""
+    root = Path(tempfile.mkdtemp(prefix="incident-bot-pg-"))
+    try:
+        server = PrivateCluster(root)
+    except FileNotFoundError as missing:
+        root.rmdir()
+        if os.environ.get("CI"):
+            raise  # CI has the server binaries: the database faults must be tried there
+        pytest.skip(f"needs the PostgreSQL server binaries: {missing}")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
