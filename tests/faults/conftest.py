@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from bot.store.db import Database
 from tests.faults.pgcluster import PrivateCluster
 
 
@@ -28,3 +30,16 @@ def cluster() -> Iterator[PrivateCluster]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+async def empty(cluster: PrivateCluster) -> str:
+    """The private cluster's database, emptied of the previous test's tables."""
+    database = Database(cluster.url)
+    try:
+        async with database.transaction() as connection:
+            await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        await database.dispose()
+    return cluster.url

@@ -93,17 +93,6 @@ async def fake() -> AsyncIterator[FakeSlack]:
         yield server
 
 
-@pytest.fixture
-async def empty(cluster: PrivateCluster) -> str:
-    """The private cluster's database, emptied of the previous test's schema."""
-    database = Database(cluster.url)
-    async with database.transaction() as connection:
-        await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        await connection.execute(text("CREATE SCHEMA public"))
-    await database.dispose()
-    return cluster.url
-
-
 async def test_a_frozen_database_gets_every_request_answered_in_time(
     fake: FakeSlack, cluster: PrivateCluster, empty: str
 ) -> None:
