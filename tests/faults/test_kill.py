@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ BURST = 12
 
 
 @pytest.fixture
-async def fake() -> FakeSlack:  # type: ignore[misc]
+async def fake() -> AsyncIterator[FakeSlack]:
     async with FakeSlack() as server:
         server.add_channel("general", members=[ALICE, BOB])
         server.add_channel("incidents", bot_is_member=False)
