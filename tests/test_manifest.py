@@ -31,6 +31,8 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "files_getUploadURLExternal": {"files:write"},
     "files_completeUploadExternal": {"files:write"},
     "files_info": {"files:read"},
+    "reactions_add": {"reactions:write"},
+    "reactions_remove": {"reactions:write"},
 }
 # Not calls but features: the slash command, and 📌 reaction events.
 FEATURE_SCOPES = {"commands", "reactions:read"}

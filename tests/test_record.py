@@ -74,6 +74,9 @@ async def test_pinned_message_joins_the_timeline_once(slack: Slack) -> None:
     await slack.settle()
     pinned = [(k, d) for k, d in await entries(slack, channel) if k == "message_pinned"]
     assert len(pinned) == 1
+    assert message.reactions.get("white_check_mark") == [slack.fake.bot_user_id], (
+        "the bot marks the message so people see it is on the timeline"
+    )
     record = await slack.record(channel)
     (entry,) = [
         e
@@ -112,7 +115,9 @@ async def test_pinned_message_joins_the_timeline_once(slack: Slack) -> None:
 
     removed = dict(event, type="reaction_removed")
     await slack.driver.event(removed)
+    await slack.settle()
     assert not [k for k, _ in await entries(slack, channel) if k == "message_pinned"]
+    assert "white_check_mark" not in message.reactions, "the mark goes with the 📌"
 
     await slack.driver.event(event, event_id="Ev0PIN2")
     await slack.settle()

@@ -575,6 +575,7 @@ class FakeSlack:
             "views.update": self._views_update,
             "views.publish": self._views_publish,
             "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
             "files.info": self._files_info,
@@ -1531,6 +1532,20 @@ class FakeSlack:
         if self.bot_user_id in users:
             raise ApiError("already_reacted")
         users.append(self.bot_user_id)
+        return {}
+
+    async def _reactions_remove(self, args: JSON, token: str) -> JSON:
+        channel = self._find_channel(args)
+        name = _str_arg(args, "name").strip(":")
+        msg = channel.message(_str_arg(args, "timestamp"))
+        if msg is None:
+            raise ApiError("message_not_found")
+        users = msg.reactions.get(name) or []
+        if self.bot_user_id not in users:
+            raise ApiError("no_reaction")
+        users.remove(self.bot_user_id)
+        if not users:
+            del msg.reactions[name]
         return {}
 
     # ------------------------------------------------------------------ methods: files

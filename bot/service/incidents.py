@@ -618,9 +618,21 @@ class IncidentService:
         self._wake()
         return True
 
-    async def uncapture(self, *, channel_id: str, ts: str) -> bool:
+    async def uncapture(self, *, channel_id: str, ts: str, unmark: bool = False) -> bool:
+        """The 📌 was taken off (`unmark`: the bot's ✅ goes too) or the message deleted."""
         async with self.store.transaction() as tx:
-            return await tx.remove_entry(_pin_key(channel_id, ts))
+            removed = await tx.remove_entry(_pin_key(channel_id, ts))
+            record = await tx.by_channel(channel_id) if removed and unmark else None
+            if record is not None:
+                job = NewJob(
+                    JobKind.CAPTURE,
+                    record.incident.id,
+                    {"channel": channel_id, "ts": ts, "undo": True},
+                )
+                await tx.enqueue([job], now=self.clock.now())
+        if record is not None:
+            self._wake()
+        return removed
 
     async def recapture(self, *, channel_id: str, ts: str, text: str) -> bool:
         """The pinned message was edited: the entry follows it."""

@@ -497,7 +497,9 @@ def build_app(
         await ack()
         item = event.get("item") or {}
         if event.get("reaction") == PIN and item.get("type") == "message":
-            await service.uncapture(channel_id=str(item.get("channel")), ts=str(item.get("ts")))
+            await service.uncapture(
+                channel_id=str(item.get("channel")), ts=str(item.get("ts")), unmark=True
+            )
 
     @app.event({"type": "message", "subtype": "message_changed"})
     async def on_edit(ack: AsyncAck, event: dict[str, Any]) -> None:

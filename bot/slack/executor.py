@@ -30,6 +30,8 @@ from bot.slack.directory import SlackDirectory
 
 log = logging.getLogger(__name__)
 
+CAPTURED = "white_check_mark"  # the bot's mark on a message it put on the timeline
+
 _TRANSIENT = {
     "ratelimited",
     "fatal_error",
@@ -564,9 +566,13 @@ class SlackExecutor:
         return {"playbook": record.slack.playbook_ts}
 
     async def _capture(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
-        """Fetch a message someone pinned with 📌 and add it to the timeline."""
+        """Fetch a message someone pinned with 📌 and add it to the timeline, then mark it ✅
+        so people see it is there; `undo`: the 📌 was taken off, so the ✅ goes too."""
         assert self.service is not None
         channel, ts = str(job.payload["channel"]), str(job.payload["ts"])
+        if job.payload.get("undo"):
+            await self._mark(channel, ts, on=False)
+            return {"unmarked": True}
         history = await self.client.conversations_history(
             channel=channel, latest=ts, oldest=ts, inclusive=True, limit=1
         )
@@ -582,7 +588,23 @@ class SlackExecutor:
             permalink=str(link.get("permalink") or ""),
             pinned_by=str(job.payload.get("by") or ""),
         )
+        await self._mark(channel, ts, on=True)
         return {"captured": added}
+
+    async def _mark(self, channel: str, ts: str, *, on: bool) -> None:
+        """Add or take off the bot's ✅ on a message (already so: nothing to do)."""
+        try:
+            if on:
+                await self.client.reactions_add(channel=channel, timestamp=ts, name=CAPTURED)
+            else:
+                await self.client.reactions_remove(channel=channel, timestamp=ts, name=CAPTURED)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in {
+                "already_reacted",
+                "no_reaction",
+                "message_not_found",
+            }:
+                raise
 
     async def _postmortem(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Build the post-mortem draft from the record and upload it into the channel."""
