@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from bot.domain.policy import Policy, default_policy, parse_policy
 from bot.service.ports import JobState
+from bot.slack.blocks import Modal
 from bot.store.repository import SqlStore
 from bot.store.tables import incidents, slack_jobs, timers
 from bot.worker import Worker
@@ -209,6 +210,29 @@ async def test_unsigned_garbage_gets_401_and_signed_garbage_400(slack: Slack) ->
         "payload=%7Bnot-json", content_type="application/x-www-form-urlencoded"
     )
     assert signed.status_code == 400
+
+
+async def test_forged_ids_in_buttons_and_forms_are_refused_politely(slack: Slack) -> None:
+    """A NUL in an id makes PostgreSQL refuse the query: ids are checked before any look-up."""
+    channel = await slack.declare("sev2 search slow")
+    alert = slack.alert(channel)
+    for forged in ("INC-20261122-001\x00", "INC\x00|1", "../INC-20261122-001"):
+        reply = await slack.driver.click(
+            "incident_ack", forged, channel=channel.id, message_ts=alert.ts
+        )
+        assert reply.status == 200
+        said = str((await reply.followups())[-1]["text"])
+        assert "There is no incident" in said, said
+        assert "\x00" not in said
+    answer = await slack.driver.submit(
+        Modal.UPDATE,
+        {"text": {"text": {"type": "plain_text_input", "value": "x"}}},
+        private_metadata="INC-20261122-001\x00",
+    )
+    assert answer.status_code == 200
+    assert "There is no incident" in answer.text
+    record = await slack.record(channel)
+    assert not record.incident.acknowledged_at, "nothing was acknowledged"
 
 
 async def test_control_characters_never_reach_the_record(slack: Slack) -> None:

@@ -6,17 +6,21 @@ owned by a Slack user, due in two weeks. They appear in the post-mortem's Action
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from bot.domain.errors import InvalidCommand, NothingToDo
+from bot.domain.text import strip_controls
 
 ACTION_MAX = 1000
 DUE_MAX = timedelta(days=3650)
 
 # `<@U0BOB>` or `<@U0BOB|bob>`, as Slack sends a user mention in slash-command text.
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+# `<#C0ROOM|room>`, a channel Slack named in the text: shown as `#room`.
+_CHANNEL = re.compile(r"<#C[A-Z0-9]+\|([^>]*)>")
 # `due <word>` anywhere in the text; whether it is really a due clause is decided below.
 _DUE = re.compile(r"(?<!\S)due:?\s+(?:in\s+)?(\S+)", re.IGNORECASE)
 _DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
@@ -52,10 +56,13 @@ def _due_date(word: str, *, now: datetime) -> date:
     """`2026-12-01`, `3d`, `2w` → a date; InvalidCommand with an example otherwise."""
     relative = _RELATIVE.match(word)
     if relative:
+        too_far = f"`due {word}` is too far away; pick a date within 10 years."
+        if len(relative.group(1).lstrip("0")) > 6:  # before int() and timedelta() overflow
+            raise InvalidCommand(too_far)
         amount = int(relative.group(1))
         delta = timedelta(days=amount * (7 if relative.group(2).lower() == "w" else 1))
         if delta > DUE_MAX:
-            raise InvalidCommand(f"`due {word}` is too far away; pick a date within 10 years.")
+            raise InvalidCommand(too_far)
         return now.date() + delta
     if _DATE.match(word):
         try:
@@ -76,7 +83,11 @@ def _due_date(word: str, *, now: datetime) -> date:
 def parse_action(
     text: str, *, now: datetime, default_due: timedelta
 ) -> tuple[str, str | None, date | None]:
-    """What the user typed after `/incident action` → (text, owner, due).
+    """What the user typed after `/incident action`, as Slack sends it → (text, owner, due).
+
+    Slack sends `&`, `<` and `>` escaped (`&amp;`, `&lt;`, `&gt;`): only what Slack itself
+    wrote is markup, so a typed `<@U0BOB>` is text, not an owner. The text is returned as
+    it was typed, without control characters.
 
     The owner is the one user mention (`<@U0BOB>` or `<@U0BOB|bob>`); the due clause is
     `due YYYY-MM-DD`, or `due 3d` / `due 2w` counted from `now`'s date (an optional `in`
@@ -106,12 +117,14 @@ def parse_action(
         raise InvalidCommand("Give one due date per action item, " + _EXAMPLE + ".")
     if clauses:
         clause = clauses[0]
-        due = _due_date(clause.group(1).rstrip(".,;"), now=now)
+        due = _due_date(html.unescape(clause.group(1).rstrip(".,;")), now=now)
         rest = rest[: clause.start()] + " " + rest[clause.end() :]
     else:
         due = now.date() + default_due
 
-    words = " ".join(rest.split()).strip(" ,;-–—")
+    typed = _CHANNEL.sub(lambda m: f"#{m.group(1)}", rest)
+    typed = strip_controls(html.unescape(typed) if "&" in typed else typed)
+    words = " ".join(typed.split()).strip(" ,;-–—")
     if not words:
         raise InvalidCommand("Say what needs doing, " + _EXAMPLE + ".")
     if len(words) > ACTION_MAX:

@@ -1,8 +1,16 @@
 """The one error base of the domain. Its message is what the user reads (ephemeral reply)."""
 
+from bot.domain.text import strip_controls
+
 
 class DomainError(Exception):
-    """A command that cannot be carried out; `str(error)` explains why and how to do it right."""
+    """A command that cannot be carried out; `str(error)` explains why and how to do it right.
+
+    The message often quotes what was typed; control characters are taken out of it, so
+    that what the user reads (a reply, or an error under a form field) has none."""
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        super().__init__(strip_controls(message), *args)
 
 
 class NotFound(DomainError):

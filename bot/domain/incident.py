@@ -16,6 +16,7 @@ from typing import Any
 from bot.domain.actions import ActionItem
 from bot.domain.errors import IllegalTransition, InvalidCommand, NothingToDo
 from bot.domain.policy import RESOLVED, Policy, Severity
+from bot.domain.text import strip_controls
 
 TITLE_MAX = 500
 TEXT_MAX = 2900
@@ -62,16 +63,6 @@ class Event:
     at: datetime
     actor: str | None
     data: dict[str, Any] = field(default_factory=dict)
-
-
-_CONTROLS = {c: None for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
-_CONTROLS.update({c: None for c in range(0x80, 0xA0)})
-
-
-def strip_controls(text: str) -> str:
-    """Text without control characters (NUL, ESC, BEL…; newlines and tabs kept): they show
-    as nothing in Slack, and PostgreSQL refuses NUL in text."""
-    return text.translate(_CONTROLS)
 
 
 def trimmed(text: str, limit: int = TEXT_MAX) -> str:
@@ -141,10 +132,10 @@ class Incident:
             severity=severity.name,
             declared_at=now,
             declared_by=by,
-            services=[strip_controls(s).strip() for s in services or [] if s.strip()],
+            services=[s for s in (strip_controls(s).strip() for s in services or []) if s],
             impact=trimmed(impact),
             drill=drill,
-            tags=sorted({strip_controls(t).strip().lower() for t in tags or [] if t.strip()}),
+            tags=sorted({t for t in (strip_controls(t).strip().lower() for t in tags or []) if t}),
         )
         first = severity.escalation[0] if severity.escalation else None
         if first is not None and first.pagerduty and not drill:

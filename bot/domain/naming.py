@@ -14,6 +14,12 @@ def incident_id(day: date, seq: int) -> str:
     return f"INC-{day:%Y%m%d}-{seq:03d}"
 
 
+def is_incident_id(text: str) -> bool:
+    """Whether `text` has the shape of an incident id (ids from buttons and forms are checked
+    before any look-up: a forged one may hold anything)."""
+    return re.fullmatch(r"INC-[0-9]{8}-[0-9]{3,9}", text) is not None
+
+
 def slugify(title: str) -> str:
     """Lowercase `a-z0-9-` words of the title; empty when nothing usable remains."""
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()

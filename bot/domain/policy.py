@@ -37,7 +37,10 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, str):
         match = _DURATION.match(value.lower())
         if match:
-            return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+            try:  # a number too big for a timedelta (or for int()) is no duration either
+                return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+            except (OverflowError, ValueError):
+                pass
     raise ValueError(f"{value!r} is not a duration; write it like 90s, 15m, 2h or 3d")
 
 

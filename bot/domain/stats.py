@@ -209,14 +209,19 @@ def parse_window(text: str) -> timedelta:
     if not word:
         return DEFAULT_WINDOW
     match = _WINDOW.match(word)
-    if match is None or int(match.group(1)) == 0:
+    # A number too long is refused before int() and timedelta() are asked to hold it.
+    number = int(match.group(1)) if match and len(match.group(1).lstrip("0")) <= 6 else None
+    if match is None or number == 0:
         raise InvalidCommand(
             f"I can't read the window {text.strip()!r}: write days or weeks, "
             "e.g. `/incident stats 30d` or `/incident stats 12w`."
         )
-    window = timedelta(days=int(match.group(1)) * (7 if match.group(2) == "w" else 1))
+    too_long = "That window is too long; ask for at most 3650d (10 years)."
+    if number is None:
+        raise InvalidCommand(too_long)
+    window = timedelta(days=number * (7 if match.group(2) == "w" else 1))
     if window > WINDOW_MAX:
-        raise InvalidCommand("That window is too long; ask for at most 3650d (10 years).")
+        raise InvalidCommand(too_long)
     return window
 
 

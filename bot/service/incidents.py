@@ -19,11 +19,12 @@ from bot.domain import clocks, paging
 from bot.domain.actions import parse_action
 from bot.domain.drill import drill_report
 from bot.domain.errors import AlreadyDone, InvalidCommand, NotAllowed, NotFound, NothingToDo
-from bot.domain.incident import Event, EventKind, Incident, strip_controls
-from bot.domain.naming import incident_id
+from bot.domain.incident import Event, EventKind, Incident
+from bot.domain.naming import incident_id, is_incident_id
 from bot.domain.policy import Policy, Severity, parse_duration
 from bot.domain.postmortem import build_postmortem, postmortem_filename
 from bot.domain.stats import Stats, compute_stats, parse_window
+from bot.domain.text import strip_controls
 from bot.domain.timeline import TimelineEntry
 from bot.playbooks import PlaybookSet, builtin_generic
 from bot.service.ports import (
@@ -293,7 +294,10 @@ class IncidentService:
 
     async def _load(self, tx: Tx, where: Where, *, lock: bool) -> IncidentRecord:
         if where.incident_id:
-            record = await tx.get(where.incident_id, lock=lock)
+            # Ids come back from buttons and forms, which a forged request can fill with
+            # anything (a NUL is refused by PostgreSQL): only a well-formed id is looked up.
+            well_formed = is_incident_id(where.incident_id)
+            record = await tx.get(where.incident_id, lock=lock) if well_formed else None
             if record is None:
                 raise NotFound(f"There is no incident {where.incident_id}.")
             return record
@@ -646,7 +650,7 @@ class IncidentService:
     ) -> tuple[str, str]:
         """The post-mortem draft of an incident: (file name, Markdown)."""
         async with self.store.transaction() as tx:
-            record = await tx.get(incident_id)
+            record = await tx.get(incident_id) if is_incident_id(incident_id) else None
             if record is None:
                 raise NotFound(f"There is no incident {incident_id}.")
             entries = await tx.timeline(record.incident.id)

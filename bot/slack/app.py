@@ -117,6 +117,12 @@ async def send_reply(respond: AsyncRespond, **message: Any) -> None:
         log.warning("response_url answered %s: %s", response.status_code, response.body[:200])
 
 
+def _number(text: str) -> int:
+    """A small number from a button's value or a block id (anything else: 0, refused later).
+    Slack sends back what the bot rendered, but a forged request may send anything."""
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 9 else 0
+
+
 def _value(values: dict[str, Any], block: str) -> str:
     element = (values.get(block) or {}).get("value") or {}
     if element.get("selected_option"):
@@ -334,9 +340,7 @@ def build_app(
     button(
         Action.ACTION_DONE,
         "action done",
-        lambda where, user, number: service.complete_action(
-            where, by=user, number=int(number) if number.isdigit() else 0
-        ),
+        lambda where, user, number: service.complete_action(where, by=user, number=_number(number)),
     )
 
     async def open_form(
@@ -375,7 +379,7 @@ def build_app(
     async def on_tick(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         action = body["actions"][0]
-        group = int(str(action.get("block_id", "steps:0")).partition(":")[2] or 0)
+        group = _number(str(action.get("block_id", "steps:0")).partition(":")[2])
         selected = [str(o.get("value")) for o in action.get("selected_options") or []]
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
             "channel_id"
@@ -405,12 +409,12 @@ def build_app(
                 lambda: service.declare(
                     once=f"view:{view.get('id')}" if view.get("id") else None,
                     severity=_value(values, "severity"),
-                    title=commands.plain(_value(values, "title")),
+                    title=commands.typed(_value(values, "title")),
                     by=body["user"]["id"],
                     origin_channel_id=origin.get("channel"),
                     response_url=origin.get("response_url"),
-                    services=[commands.plain(s) for s in services],
-                    impact=commands.plain(_value(values, "impact")),
+                    services=[commands.typed(s) for s in services],
+                    impact=commands.typed(_value(values, "impact")),
                 )
             )
         except AlreadyDone:
@@ -430,9 +434,9 @@ def build_app(
                 lambda: service.post_update(
                     Where(incident_id=view.get("private_metadata") or ""),
                     by=body["user"]["id"],
-                    text=commands.plain(_value(values, "text")),
+                    text=commands.typed(_value(values, "text")),
                     status=_value(values, "status") or None,
-                    next_steps=commands.plain(_value(values, "next_steps")),
+                    next_steps=commands.typed(_value(values, "next_steps")),
                     once=f"view:{view.get('id')}" if view.get("id") else None,
                 )
             )
@@ -452,8 +456,8 @@ def build_app(
                 lambda: service.resolve(
                     Where(incident_id=view.get("private_metadata") or ""),
                     by=body["user"]["id"],
-                    summary=commands.plain(_value(values, "summary")),
-                    root_cause=commands.plain(_value(values, "root_cause")),
+                    summary=commands.typed(_value(values, "summary")),
+                    root_cause=commands.typed(_value(values, "root_cause")),
                     once=f"view:{view.get('id')}" if view.get("id") else None,
                 )
             )

@@ -13,6 +13,7 @@ from bot.domain.errors import InvalidCommand
 from bot.domain.incident import EventKind
 from bot.domain.naming import channel_name
 from bot.domain.stats import parse_window, render_stats_text
+from bot.domain.text import strip_controls
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, texts
 from bot.slack.texts import mention
@@ -58,17 +59,25 @@ class Context:
 
 
 def plain(text: str) -> str:
-    """Text as the user typed it: Slack's entity escaping undone, labelled mentions shown
-    by their label (`<@U1|alice>` → `@alice`). Everything is escaped again on output."""
-    unescaped = html.unescape(text) if "&" in text else text
-    return _LABELLED.sub(lambda m: f"{m.group(1)}{m.group(3)}", unescaped).strip()
+    """Text as the user typed it: labelled mentions Slack wrote shown by their label
+    (`<@U1|alice>` → `@alice`), then Slack's entity escaping undone, in that order: a typed
+    `<@U1|alice>` arrives as `&lt;@U1|alice&gt;` and stays as typed. Everything is escaped
+    again on output."""
+    labelled = _LABELLED.sub(lambda m: f"{m.group(1)}{m.group(3)}", text)
+    return (html.unescape(labelled) if "&" in labelled else labelled).strip()
+
+
+def typed(text: str) -> str:
+    """A form field as the user typed it: Slack sends input values unescaped, so only
+    control characters go and the ends are trimmed (everything is escaped on output)."""
+    return strip_controls(text).strip()
 
 
 def user_id(word: str) -> str:
     match = _USER.match(word.strip())
     if not match:
         raise InvalidCommand(
-            f"`{word}` is not a person. Mention them with @ (e.g. `@alice`) "
+            f"`{plain(word)}` is not a person. Mention them with @ (e.g. `@alice`) "
             "so that Slack sends their id."
         )
     return match.group(1)
@@ -118,6 +127,16 @@ def confirm(outcome: Outcome) -> str:
     if EventKind.NOTE_ADDED in kinds:
         return f"📝 Note added to the timeline of {incident.id}."
     return "Done."
+
+
+def _page(rest: str) -> int:
+    """`/incident timeline [page]`: the page number, 1 when there is none. Only digits
+    `int()` reads count (`²` is a digit it does not), and the last page is shown for a
+    number past it however long."""
+    word = rest.split()[0] if rest.split() else ""
+    if not word.isdecimal():
+        return 1
+    return int(word) if len(word) < 10 else 10**9
 
 
 async def overview(service: IncidentService) -> list[dict[str, Any]]:
@@ -193,7 +212,7 @@ async def handle(text: str, ctx: Context) -> Reply:
             )
         )
     if word not in IN_CHANNEL:
-        raise InvalidCommand(texts.unknown_subcommand(word, policy))
+        raise InvalidCommand(texts.unknown_subcommand(plain(word), policy))
     return await _in_channel(word, rest, ctx)
 
 
@@ -301,8 +320,7 @@ async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
         case "timeline":
             record = await service.find(here)
             entries = await service.timeline(record.incident.id)
-            page = int(rest.split()[0]) if rest.split() and rest.split()[0].isdigit() else 1
-            message = blocks.timeline_message(record.incident.id, entries, page=page)
+            message = blocks.timeline_message(record.incident.id, entries, page=_page(rest))
             return Reply(message.text, message.blocks)
         case "action":
             if not rest:
@@ -322,5 +340,5 @@ async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
                 "uploaded to this channel in a moment."
             )
         case _:
-            raise InvalidCommand(texts.unknown_subcommand(word, policy))
+            raise InvalidCommand(texts.unknown_subcommand(plain(word), policy))
     return Reply(confirm(outcome))

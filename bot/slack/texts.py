@@ -145,8 +145,9 @@ def postmortem_posted(incident_id: str, *, automatic: bool, drill: bool = False)
 
 
 def unknown_subcommand(word: str, policy: Policy) -> str:
+    """An error message (the word as typed): escaped once, where every error is shown."""
     return (
-        f"`{escape(clip(word, 40))}` is neither a severity nor a subcommand. "
+        f"`{clip(word, 40)}` is neither a severity nor a subcommand. "
         + usage_declare(policy)
         + " See `/incident help`."
     )
