@@ -30,19 +30,44 @@ def _settings() -> Settings:
 
 
 async def _serve(settings: Settings) -> None:
-    from bot.runtime import Runtime
-
-    runtime = await Runtime.create(settings)
+    """Serve until SIGTERM or SIGINT, which also end a start-up still under way (migrating,
+    asking Slack)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as held:
+        starting = asyncio.create_task(_start(settings, held))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()  # a configuration error ends here
+        await stopping
+
+
+async def _start(settings: Settings, held: contextlib.AsyncExitStack) -> None:
+    """Start serving; what must be released at the end is pushed on `held`.
+
+    A refused app-level token, then a SQLite database another process serves, stop start-up
+    before anything else, in one line each (neither check imports the database code).
+    """
+    from bot.slack.socketmode import socket_mode
+    from bot.store.single import single_process
+
+    socket = socket_mode(settings)
+    if socket is not None:
+        await socket.check()
+    held.enter_context(single_process(settings.database_url))
+    from bot.runtime import Runtime
+
+    runtime = await Runtime.create(settings, socket=socket)
+    held.push_async_callback(runtime.close)
     await runtime.start()
-    try:
-        await stop.wait()
-    finally:
-        await runtime.close()
 
 
 async def _migrate(settings: Settings) -> None:
@@ -191,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(_serve(settings))
-    except (PolicyError, PlaybookError) as error:
+    except (PolicyError, PlaybookError, SettingsError) as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
     return 0

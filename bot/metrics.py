@@ -5,6 +5,7 @@ Drills are left out of every figure except the job queue.
 
 from __future__ import annotations
 
+from bot.clock import Clock
 from bot.domain.incident import EventKind
 from bot.domain.policy import RESOLVED, Policy
 from bot.service.ports import Store
@@ -16,10 +17,10 @@ def _escape(value: str) -> str:
     return value.replace("\\\\", "\\\\\\\\").replace('"', '\\\\"').replace("\\n", "\\\\n")
 
 
-async def render_metrics(*, store: Store, policy: Policy) -> str:
+async def render_metrics(*, store: Store, policy: Policy, clock: Clock) -> str:
     async with store.transaction() as tx:
         counts = await tx.counts()
-        pending = await tx.pending_job_count()
+        pending, oldest = await tx.job_backlog(now=clock.now())
     names = [s.name for s in policy.severities]
     opened = dict.fromkeys(names, 0)
     declared = dict.fromkeys(names, 0)
@@ -68,4 +69,15 @@ async def render_metrics(*, store: Store, policy: Policy) -> str:
     lines.append("# HELP incident_bot_slack_jobs_pending Slack work recorded but not yet done.")
     lines.append("# TYPE incident_bot_slack_jobs_pending gauge")
     lines.append(f"incident_bot_slack_jobs_pending {pending}")
+    for name, help_text, value in (
+        ("incident_bot_jobs_pending", "Slack jobs pending or running.", f"{pending}"),
+        (
+            "incident_bot_oldest_pending_job_seconds",
+            "How long the oldest pending or running Slack job has waited (0: none).",
+            f"{oldest:.3f}",
+        ),
+    ):
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"{name} {value}")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -33,6 +32,7 @@ from bot.slack.app import Background, Identity, build_app
 from bot.slack.directory import SlackDirectory
 from bot.slack.executor import SlackExecutor
 from bot.slack.server import build_web_app
+from bot.slack.socketmode import SocketMode, socket_mode
 from bot.store.db import Database
 from bot.store.repository import SqlStore
 from bot.worker import Worker
@@ -82,7 +82,7 @@ class Runtime:
     inline_client: AsyncWebClient
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
-    _socket: AsyncSocketModeHandler | None = None
+    socket: SocketMode | None = None
     _closed: bool = False
 
     @classmethod
@@ -95,7 +95,11 @@ class Runtime:
         worker_name: str | None = None,
         poll_seconds: float = 1.0,
         database: Database | None = None,
+        socket: SocketMode | None = None,
     ) -> Runtime:
+        """Everything but serving. `socket`: the Socket Mode connection, when `__main__` has
+        already asked Slack about its token; by default one is made from the settings when
+        SLACK_APP_TOKEN is set."""
         policy = policy or load_policy(settings.policy_file)
         playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
         clock = clock or SystemClock()
@@ -144,14 +148,21 @@ class Runtime:
         )
 
         async def metrics() -> str:
-            return await render_metrics(store=store, policy=policy)
+            return await render_metrics(store=store, policy=policy, clock=clock)
 
+        async def backlog() -> tuple[int, float]:
+            async with store.transaction() as tx:
+                return await tx.job_backlog(now=clock.now())
+
+        socket = socket or socket_mode(settings)
         app = build_web_app(
             bolt=bolt,
             store=store,
             metrics=metrics,
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             worker=worker,
+            backlog=backlog,
+            socket=socket,
         )
         return cls(
             settings=settings,
@@ -167,6 +178,7 @@ class Runtime:
             http_app=app,
             bolt=bolt,
             inline_client=inline,
+            socket=socket,
         )
 
     async def start(
@@ -176,23 +188,21 @@ class Runtime:
         port: int | None = None,
         worker: bool = True,
     ) -> int:
-        """Serve HTTP (and Socket Mode when configured); returns the bound port."""
+        """Serve HTTP (and Socket Mode when configured); returns the bound port.
+
+        In Socket Mode Slack is asked first whether it takes the app-level token: a refusal
+        raises `SettingsError`; the connection itself is made, and remade, in the background.
+        """
+        if self.socket is not None and not self.socket.checked:
+            await self.socket.check()
         self._tasks.append(asyncio.create_task(self.identity.learn(self.inline_client)))
         self._runner = web.AppRunner(self.http_app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self.settings.port if port is None else port)
         await site.start()
         bound = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        if self.settings.socket_mode:
-            app_token = self.settings.slack_app_token
-            assert app_token is not None
-            handler = AsyncSocketModeHandler(
-                self.bolt,
-                app_token.get_secret_value(),
-                web_client=AsyncWebClient(base_url=self.settings.slack_api_url),
-            )
-            await handler.connect_async()  # type: ignore[no-untyped-call]
-            self._socket = handler
+        if self.socket is not None:
+            self._tasks.append(asyncio.create_task(self.socket.run(self.bolt)))
         if worker:
             await self.recover()
             self._tasks.append(asyncio.create_task(self.worker.run_forever()))
@@ -234,8 +244,8 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._socket is not None:
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
+        if self.socket is not None:
+            await self.socket.close()
         with contextlib.suppress(Exception):
             await self.background.close()
         if self._runner is not None:

@@ -31,6 +31,16 @@ class Liveness(Protocol):
     def alive(self) -> bool: ...
 
 
+class Connection(Protocol):
+    """The Socket Mode connection, as /healthz reports it."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def state(self) -> str: ...
+
+
 def build_web_app(
     *,
     bolt: AsyncApp,
@@ -38,7 +48,11 @@ def build_web_app(
     metrics: Callable[[], Awaitable[str]],
     signing_secret: str,
     worker: Liveness | None = None,
+    backlog: Callable[[], Awaitable[tuple[int, float]]] | None = None,
+    socket: Connection | None = None,
 ) -> web.Application:
+    """`backlog` gives the unfinished Slack jobs (count, oldest wait in seconds); `socket` is
+    the Socket Mode connection when the bot uses one."""
     verifier = SignatureVerifier(signing_secret)
 
     async def slack_events(request: web.Request) -> web.Response:
@@ -63,18 +77,44 @@ def build_web_app(
         response = await bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
-    async def healthz(_: web.Request) -> web.Response:
-        """200 when the database answers (within a second) and the worker loop is alive."""
+    async def queue() -> tuple[int, float] | None:
+        if backlog is None:
+            return None
         try:
-            reachable = await asyncio.wait_for(store.ping(), timeout=HEALTH_SECONDS)
-        except TimeoutError:
-            reachable = False
+            return await backlog()
+        except Exception:  # reported as unknown: the ping says whether the database answers
+            log.warning("the job backlog could not be read", exc_info=True)
+            return None
+
+    async def examine() -> tuple[bool, tuple[int, float] | None]:
+        reachable, jobs = await asyncio.gather(store.ping(), queue())
+        return reachable, jobs
+
+    # The database check under way, shared by the requests that arrive meanwhile. It is
+    # never cancelled: a query cancelled while SQLite's lock holds it can leave its
+    # connection unable to close. So at most one check waits on a database that does not answer.
+    probe: asyncio.Task[tuple[bool, tuple[int, float] | None]] | None = None
+
+    async def healthz(_: web.Request) -> web.Response:
+        """200 when the database answers (within a second), the worker loop is alive and,
+        in Socket Mode, Slack's connection is up. The job backlog is reported, not judged."""
+        nonlocal probe
+        if probe is None or probe.done():
+            probe = asyncio.ensure_future(examine())
+        done, _pending = await asyncio.wait((probe,), timeout=HEALTH_SECONDS)
+        reachable, jobs = probe.result() if done else (False, None)
         body: dict[str, object] = {"database": "reachable" if reachable else "unreachable"}
         ok = reachable
         if worker is not None and worker.running:
             alive = worker.alive()
             body["worker"] = "alive" if alive else "stalled"
             ok = ok and alive
+        if socket is not None:
+            body["socket"] = socket.state
+            ok = ok and socket.connected
+        if jobs is not None:
+            body["jobs_pending"], oldest = jobs
+            body["oldest_pending_job_seconds"] = round(oldest)
         body["ok"] = ok
         return web.json_response(body, status=200 if ok else 503)
 

@@ -667,6 +667,17 @@ class SqlTx(_TimerMixin):
         )
         return int((await self.c.execute(statement)).scalar_one())
 
+    async def job_backlog(self, *, now: datetime) -> tuple[int, float]:
+        """Unfinished Slack jobs (pending or running): how many, and how long the oldest has
+        waited since it was recorded, in seconds at `now` (0 when there is none)."""
+        statement = select(func.count(), func.min(slack_jobs.c.created_at)).where(
+            slack_jobs.c.state.in_([JobState.PENDING, JobState.RUNNING])
+        )
+        count, oldest = (await self.c.execute(statement)).one()
+        if oldest is None:
+            return int(count), 0.0
+        return int(count), max(0.0, (now - oldest).total_seconds())
+
     async def remember(self, key: str, *, now: datetime) -> bool:
         dialect = postgresql if self._postgres else sqlite
         statement = (
