@@ -364,7 +364,12 @@ def builtin_generic() -> Playbook:
     )
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (about ten times faster: the playbooks are
+# read at every start), the pure-Python one otherwise; both safe.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """Safe YAML that refuses a key written twice in one mapping (the last would win silently)."""
 
 
