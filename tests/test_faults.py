@@ -145,6 +145,10 @@ async def test_a_timer_that_cannot_fire_does_not_stall_the_others(slack: Slack) 
     assert failed
     assert all("SEV1" in (r.last_error or "") for r in failed)
     assert not [r for r in rows if r.state == "firing"], "nothing left claimed"
+    notices = [t for t in slack.texts(big) if "could not run" in t]
+    assert len(notices) == len(failed), "each failed clock is said once in its channel"
+    assert "SEV1" in notices[0], notices[0]
+    assert not [t for t in slack.texts(small) if "could not run" in t]
 
 
 # ---- the database goes away ------------------------------------------------------------------

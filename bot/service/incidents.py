@@ -41,6 +41,8 @@ from bot.service.ports import (
 
 log = logging.getLogger(__name__)
 
+CLOCK_FAILED = "clock_failed"  # the POST template that says a timer could not fire
+
 CHANNEL = "channel"
 ANNOUNCE = "announce"
 
@@ -702,13 +704,24 @@ class IncidentService:
                     timer.timer.key,
                     timer.incident_id,
                 )
+                reason = f"{type(exc).__name__}: {exc}"
                 async with self.store.transaction() as tx:
-                    await tx.fail_timer(
-                        timer.id,
-                        worker=worker,
-                        now=self.clock.now(),
-                        error=f"{type(exc).__name__}: {exc}",
+                    held = await tx.fail_timer(
+                        timer.id, worker=worker, now=self.clock.now(), error=reason
                     )
+                    if held:
+                        # Said where people look: a clock they count on will not tick.
+                        notice = NewJob(
+                            JobKind.POST,
+                            timer.incident_id,
+                            {
+                                "template": CLOCK_FAILED,
+                                "to": [CHANNEL],
+                                "event": {"clock": timer.timer.key, "reason": str(exc)[:300]},
+                                "incident": {"id": timer.incident_id},
+                            },
+                        )
+                        await tx.enqueue([notice], now=self.clock.now())
         if claimed:
             self._wake()
         return len(claimed)
@@ -723,6 +736,11 @@ class IncidentService:
                 if record is None:
                     return
                 incident = record.incident
+                if self.policy.severity(incident.severity) is None:
+                    raise InvalidCommand(
+                        f"{incident.severity} is no longer in the policy; change the incident's "
+                        "severity to one that is"
+                    )
                 events = clocks.fire(incident, claimed.timer, self.policy, now)
                 if events:
                     await tx.save(incident)

@@ -603,6 +603,13 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
         return clocked
     actor = mention(event.get("actor"))
     match template:
+        case "clock_failed":
+            return _line(
+                state,
+                f"⚠️ A clock of this incident could not run (`{escape(str(event.get('clock')))}`:"
+                f" {escape(str(event.get('reason')))}). The other clocks still run; "
+                "whoever runs the bot will find the details in its log.",
+            )
         case "update_posted":
             return update_message(state, event)
         case "action_added":

@@ -281,14 +281,15 @@ class _TimerMixin:
         )
         return bool(result.rowcount == 1)
 
-    async def fail_timer(self, timer_id: int, *, worker: str, now: datetime, error: str) -> None:
+    async def fail_timer(self, timer_id: int, *, worker: str, now: datetime, error: str) -> bool:
         """A timer whose firing raised: recorded as failed, with why, so it neither stalls
-        the others nor is retried forever."""
-        await self.c.execute(
+        the others nor is retried forever. False if this worker no longer held it."""
+        outcome = await self.c.execute(
             update(timers)
             .where(timers.c.id == timer_id, timers.c.locked_by == worker)
             .values(state="failed", fired_at=now, locked_until=None, last_error=error[:2000])
         )
+        return bool(outcome.rowcount)
 
     async def next_timer_due(self) -> datetime | None:
         statement = (
