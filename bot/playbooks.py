@@ -3,7 +3,9 @@
 A playbook says when it applies (`match`: keywords in the incident title, services,
 severities) and what to do (`steps`, shown as a checklist; `diagnostics`, commands that are
 shown and never run; `escalation`, contacts written as roles). Exactly one playbook is
-`generic`: the procedure for anything no other playbook matches.
+`generic`: the procedure for anything no other playbook matches. `examples: true` says its
+diagnostics are samples to replace, not commands for your systems (every shipped playbook
+says so, until you adapt it).
 
 Matching is plain word matching, so a person can predict it: the title and every keyword are
 lowercased, stripped of punctuation and of filler words ("the", "is", "on" …), and simple
@@ -26,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -151,6 +154,10 @@ class Playbook(_Model):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     escalation: list[Text] = Field(default_factory=list)
     generic: bool = False
+    # The diagnostics are samples (from the runbooks the shipped playbooks were written
+    # from), not commands for your systems: shown as "example commands — replace them".
+    # A YAML boolean; false when left out, as in a playbook of your own.
+    examples: StrictBool = False
 
     @field_validator("steps", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "chat_update": {"chat:write"},
     "conversations_create": {"channels:manage"},
     "conversations_history": {"channels:history", "groups:history", "im:history"},
+    "conversations_replies": {"channels:history", "groups:history"},
     "conversations_invite": {"channels:manage"},
     "conversations_join": {"channels:join"},
     "conversations_list": {"channels:read", "groups:read"},

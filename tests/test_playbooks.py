@@ -369,3 +369,31 @@ def test_a_playbook_set_checks_its_invariants() -> None:
         PlaybookSet([payment], policy=POLICY)
     with pytest.raises(PlaybookError, match="pay: id: used by more than one playbook"):
         PlaybookSet([payment, payment, builtin_generic()], policy=POLICY)
+
+
+# --- examples: true ------------------------------------------------------------------------
+
+
+def test_shipped_playbooks_say_their_diagnostics_are_examples(shipped: PlaybookSet) -> None:
+    for playbook in shipped:
+        assert playbook.examples is True, playbook.id
+    for path in sorted(SHIPPED.glob("*.yaml")):
+        head = path.read_text(encoding="utf-8").splitlines()[0]
+        assert head.startswith("# EXAMPLE PLAYBOOK: adapt it"), path.name
+        assert "PLAYBOOKS_DIR" in path.read_text(encoding="utf-8"), path.name
+
+
+def test_a_playbook_of_your_own_is_not_an_example(tmp_path: Path) -> None:
+    write(tmp_path, "generic.yaml", GENERIC)
+    write(tmp_path, "cache.yaml", MINIMAL)
+    write(tmp_path, "db.yaml", MINIMAL.replace("cache", "database") + "examples: false\n")
+    loaded = load_playbooks(tmp_path, policy=POLICY)
+    assert [p.examples for p in loaded] == [False, False, False]
+    assert builtin_generic().examples is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "'true'", "1", "[]"])
+def test_examples_must_be_a_yaml_boolean(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "generic.yaml", GENERIC)
+    path = write(tmp_path, "cache.yaml", MINIMAL + f"examples: {value}\n")
+    assert load_error(tmp_path) == f"{path}: examples: Input should be a valid boolean"

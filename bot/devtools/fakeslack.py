@@ -165,11 +165,21 @@ class Message:
     reactions: dict[str, list[str]] = field(default_factory=dict)
     reply_count: int = 0
     unfurl_links: bool | None = None
+    # A thread reply also shown in the channel (``reply_broadcast``): Slack gives it the
+    # subtype ``thread_broadcast`` and lists it in ``conversations.history`` too.
+    broadcast: bool = False
+
+    @property
+    def top_level(self) -> bool:
+        """Shown in the channel itself (not only inside a thread)."""
+        return self.thread_ts is None or self.thread_ts == self.ts or self.broadcast
 
     def to_api(self, team_id: str, *, include_metadata: bool = True) -> JSON:
         """The message object as ``conversations.history`` returns it."""
         out: JSON = {"type": "message", "user": self.user, "text": self.text, "ts": self.ts}
         out["team"] = team_id
+        if self.broadcast:
+            out["subtype"] = "thread_broadcast"
         if self.bot_id:
             out["bot_id"] = self.bot_id
             out["app_id"] = _APP_ID
@@ -1245,7 +1255,7 @@ class FakeSlack:
         inclusive = _truthy(args.get("inclusive"))
         selected = []
         for msg in reversed(channel.messages):
-            if msg.thread_ts is not None and msg.thread_ts != msg.ts:
+            if not msg.top_level:
                 continue  # thread replies live in conversations.replies
             ts = float(msg.ts)
             below = ts <= latest if inclusive else ts < latest
@@ -1339,6 +1349,7 @@ class FakeSlack:
             metadata=metadata,
             bot_id=self.bot_id,
             unfurl_links=None if unfurl is None else _truthy(unfurl),
+            broadcast=thread_ts is not None and _truthy(args.get("reply_broadcast")),
         )
         channel.messages.append(msg)
         self._notify(channel, msg)

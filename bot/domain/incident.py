@@ -296,27 +296,32 @@ class Incident:
         policy: Policy,
         status: str | None = None,
         next_steps: str = "",
+        impact: str = "",
+        form: bool = False,
     ) -> list[Event]:
-        """A status update: resets the update clock; may move the status at the same time."""
+        """A status update: resets the update clock; may move the status and restate the
+        current impact at the same time. `form`: the text is the form's "actions taken"
+        (a typed update is shown as written)."""
         self._require_open()
         body = clean_text(text, what="update")
         events: list[Event] = []
         if status and status.strip().lower() != self.status:
             events += self.set_status(by=by, status=status, now=now, policy=policy)
+        current_impact = trimmed(impact)
+        if current_impact:
+            self.impact = current_impact
         self.last_update_at = now
         self.snoozed_until = None
-        events.append(
-            Event(
-                EventKind.UPDATE_POSTED,
-                now,
-                by,
-                {
-                    "text": body,
-                    "status": self.status,
-                    "next_steps": trimmed(next_steps),
-                },
-            )
-        )
+        data: dict[str, Any] = {
+            "text": body,
+            "status": self.status,
+            "next_steps": trimmed(next_steps),
+        }
+        if current_impact:
+            data["impact"] = current_impact
+        if form:
+            data["form"] = True
+        events.append(Event(EventKind.UPDATE_POSTED, now, by, data))
         return events
 
     def add_note(self, *, by: str, text: str, now: datetime) -> list[Event]:

@@ -107,6 +107,7 @@ def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
         "roles": incident.roles,
         "acknowledged_at": _iso(incident.acknowledged_at),
         "acknowledged_by": incident.acknowledged_by,
+        "ack_due_at": _iso(incident.declared_at + severity.ack_timeout),
         "next_update_at": _iso(incident.next_update_due(policy)),
         "resolved_at": _iso(incident.resolved_at),
         "resolution_summary": incident.resolution_summary,
@@ -451,6 +452,8 @@ class IncidentService:
         text: str,
         status: str | None = None,
         next_steps: str = "",
+        impact: str = "",
+        form: bool = False,
         once: str | None = None,
     ) -> Outcome:
         return await self._apply(
@@ -462,6 +465,8 @@ class IncidentService:
                 policy=self.policy,
                 status=status,
                 next_steps=next_steps,
+                impact=impact,
+                form=form,
             ),
             once=once,
         )

@@ -31,7 +31,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.domain.errors import AlreadyDone, DomainError
 from bot.service.deadline import within
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
-from bot.slack import blocks, commands, texts
+from bot.slack import blocks, commands, lists, texts
 from bot.slack.blocks import Action, Modal
 from bot.slack.directory import SlackDirectory, Standing
 
@@ -437,6 +437,8 @@ def build_app(
                     text=commands.typed(_value(values, "text")),
                     status=_value(values, "status") or None,
                     next_steps=commands.typed(_value(values, "next_steps")),
+                    impact=commands.typed(_value(values, "impact")),
+                    form=True,
                     once=f"view:{view.get('id')}" if view.get("id") else None,
                 )
             )
@@ -481,7 +483,7 @@ def build_app(
             rows = await commands.overview(service)
             now = service.clock.now()
             rows.sort(key=lambda r: (policy.rank(r["severity"]), r["declared_at"]))
-            await client.views_publish(user_id=user, view=blocks.home_view(rows, now=now))
+            await client.views_publish(user_id=user, view=lists.home_view(rows, now=now))
 
         background.spawn(publish(), what="views.publish (App Home)")
 

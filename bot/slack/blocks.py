@@ -121,7 +121,20 @@ def _title(state: dict[str, Any]) -> str:
 
 
 def _services(state: dict[str, Any]) -> str:
-    return escape(", ".join(state.get("services") or [])) or "_not given_"
+    return escape(", ".join(state.get("services") or []))
+
+
+def _present(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The fields that have a value: a field without one is left out, not filled with a
+    placeholder people must read past."""
+    return [(k, v) for k, v in pairs if v]
+
+
+def _severity_line(state: dict[str, Any]) -> str:
+    """The severity with its description, on one short line."""
+    description = escape(state.get("severity_description") or "")
+    line = f"{state['severity']} · {description}" if description else str(state["severity"])
+    return clip(line, 90)
 
 
 # ---- the alert -----------------------------------------------------------------------------
@@ -153,35 +166,49 @@ def alert(
     the incident cannot act on it from there."""
     severity = state["severity"]
     resolved = state["status"] == "resolved"
+    open_ = not resolved
     head = "✅ INCIDENT RESOLVED" if resolved else "🚨 INCIDENT ALERT"
+    if state.get("acknowledged_by"):
+        acknowledged = (
+            f"{mention(state['acknowledged_by'])} {when(_time(state['acknowledged_at']))}"
+        )
+    elif open_ and state.get("ack_due_at"):
+        acknowledged = f"*Not yet* (due {when(_time(state['ack_due_at']), fmt='{time}')})"
+    else:
+        acknowledged = ""
     blocks: list[Block] = [
         _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}{head} - {severity}"),
-        _section(f"*{_title(state)}*"),
+        _section(f"*{_title(state)}*\n{_severity_line(state)}"),
         _fields(
-            [
-                ("Incident", state["id"]),
-                ("Severity", f"{severity} · {escape(state.get('severity_description') or '')}"),
-                ("Status", str(state["status"]).capitalize()),
-                ("Time", when(_time(state.get("declared_at")))),
-                ("Services Affected", _services(state)),
-                ("Impact", escape(state.get("impact") or "") or "_being assessed_"),
-                ("Incident Commander", mention(state.get("commander"))),
-                ("Channel", f"<#{channel_id}>" if channel_id else "_being created_"),
-                ("Next Update", when(_time(state.get("next_update_at")))),
-                (
-                    "Acknowledged",
-                    f"{mention(state['acknowledged_by'])} {when(_time(state['acknowledged_at']))}"
-                    if state.get("acknowledged_by")
-                    else "_not yet_",
-                ),
-            ]
+            _present(
+                [
+                    ("Incident", state["id"]),
+                    ("Status", str(state["status"]).capitalize()),
+                    ("Declared", when(_time(state.get("declared_at")))),
+                    ("Services Affected", _services(state)),
+                    ("Impact", escape(state.get("impact") or "")),
+                    (
+                        "Incident Commander",
+                        mention(state["commander"]) if state.get("commander") else "",
+                    ),
+                    # In the incident channel the channel is where one is already.
+                    ("Channel", f"<#{channel_id}>" if announce and channel_id else ""),
+                    (
+                        "Next Update",
+                        when(_time(state["next_update_at"]))
+                        if open_ and state.get("next_update_at")
+                        else "",
+                    ),
+                    ("Acknowledged", acknowledged),
+                ]
+            )
         ),
     ]
     if resolved:
         blocks.append(
             _context(
-                f"Resolved {when(_time(state.get('resolved_at')))}: "
-                f"{escape(state.get('resolution_summary') or '')}"
+                f"Resolved {when(_time(state.get('resolved_at')))}; the resolution follows "
+                "in its own message."
             )
         )
     else:
@@ -245,21 +272,31 @@ def topic(state: dict[str, Any]) -> str:
 
 # ---- messages posted as the incident moves ---------------------------------------------------
 def update_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    """📊 INCIDENT UPDATE with the seeds' fields: status, impact, services, next update,
+    then what was done and what comes next. A free-text update is shown as written; the
+    form's fields fill their own sections."""
     severity = state["severity"]
+    impact = event.get("impact") or state.get("impact") or ""
     blocks: list[Block] = [
         _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}📊 INCIDENT UPDATE - {severity}"),
         _fields(
-            [
-                ("Incident", f"{state['id']}: {clip(_title(state), 150)}"),
-                ("Time", when(_time(event.get("at")))),
-                ("Severity", severity),
-                ("Status", str(event.get("status") or state["status"]).capitalize()),
-                ("Services Affected", _services(state)),
-                ("Next Update", when(_time(state.get("next_update_at")))),
-            ]
+            _present(
+                [
+                    ("Status", str(event.get("status") or state["status"]).capitalize()),
+                    ("Impact", escape(impact)),
+                    ("Services Affected", _services(state)),
+                    (
+                        "Next Update",
+                        when(_time(state.get("next_update_at")))
+                        if state.get("next_update_at")
+                        else "",
+                    ),
+                ]
+            )
         ),
-        _section(f"*Actions taken*\n{escape(event.get('text', ''))}"),
     ]
+    body = escape(event.get("text", ""))
+    blocks.append(_section(f"*Actions taken*\n{body}" if event.get("form") else body))
     if event.get("next_steps"):
         blocks.append(_section(f"*Next steps*\n{escape(event['next_steps'])}"))
     blocks.append(_context(f"Posted by {mention(event.get('actor'))}"))
@@ -280,14 +317,18 @@ def resolution_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
         _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}✅ INCIDENT RESOLVED - {severity}"),
         _section(f"*{_title(state)}*"),
         _fields(
-            [
-                ("Incident", state["id"]),
-                ("Resolved", when(_time(event.get("at")))),
-                ("Duration", duration),
-                ("Services Affected", _services(state)),
-                ("Incident Commander", mention(state.get("commander"))),
-                ("Resolved by", mention(event.get("actor"))),
-            ]
+            _present(
+                [
+                    ("Resolved", when(_time(event.get("at")))),
+                    ("Duration", duration),
+                    ("Services Affected", _services(state)),
+                    (
+                        "Incident Commander",
+                        mention(state["commander"]) if state.get("commander") else "",
+                    ),
+                    ("Resolved by", mention(event.get("actor"))),
+                ]
+            )
         ),
         _section(f"*Resolution*\n{escape(event.get('summary', ''))}"),
         _section(f"*Root cause*\n{escape(event.get('root_cause') or '') or _TBD}"),
@@ -356,8 +397,8 @@ def _since(seconds: int) -> str:
 
 def _with(state: dict[str, Any], text: str, actions: ActionsBlock) -> Message:
     fallback = f"{_drill(state)}{state['id']}: {text}"
-    blocks = [_section(text), actions, _context(f"{_drill(state)}{state['id']}")]
-    return Message(fallback, _dicts(blocks))
+    mark = [_context(texts.DRILL_MARK)] if state.get("drill") else []
+    return Message(fallback, _dicts([_section(text), actions, *mark]))
 
 
 def clock_message(template: str, state: dict[str, Any], event: dict[str, Any]) -> Message | None:
@@ -470,7 +511,7 @@ def playbook_message(
             tick = ticks.get(step.id)
             note = " · ".join(
                 part
-                for part in (step.when or "", f"✓ {mention(tick['by'])}" if tick else "")
+                for part in (escape(step.when or ""), f"✓ {mention(tick['by'])}" if tick else "")
                 if part
             )
             option = Option(
@@ -494,15 +535,22 @@ def playbook_message(
             )
         )
     if playbook.diagnostics:
-        lines = [f"{d.label}\n{d.command}" for d in playbook.diagnostics]
-        blocks.append(_section("*Diagnostics*\n```" + clip("\n\n".join(lines), 2800) + "```"))
+        # Slack reads `<…>` and `&` as markup even inside a code block: escaped, so that
+        # `redis-cli -h <host>` and `query_start < NOW()` show as written.
+        lines = [f"{escape(d.label)}\n{escape(d.command)}" for d in playbook.diagnostics]
+        heading = "*Diagnostics*"
+        if playbook.examples:
+            heading += " _(examples from the runbook: adapt them to your systems)_"
+        blocks.append(_section(f"{heading}\n```" + clip("\n\n".join(lines), 2700) + "```"))
     if playbook.escalation:
         blocks.append(_context("Escalation: " + escape("; ".join(playbook.escalation))))
     if others:
         names = ", ".join(escape(p.title) for p in others)
         blocks.append(_context(f"Other playbooks that match: {names}"))
     progress = f"{len(ticks)}/{len(playbook.steps)} done"
-    fallback = f"{_drill(state)}📖 Playbook for {state['id']}: {playbook.title} ({progress})"
+    fallback = (
+        f"{_drill(state)}📖 Playbook for {state['id']}: {escape(playbook.title)} ({progress})"
+    )
     return Message(fallback, _dicts(blocks))
 
 
@@ -559,41 +607,13 @@ def stats_message(lines: list[str]) -> Message:
     return Message(lines[0] if lines else "Incident statistics", _dicts(blocks))
 
 
-def home_view(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]:
-    """The App Home tab: open incidents, worst first, with what is overdue."""
-    blocks: list[Block] = [_header(f"Open incidents ({len(rows)})")]
-    if not rows:
-        blocks.append(
-            _section("No open incidents. 🎉 Declare one with `/incident <severity> <title>`.")
-        )
-    for row in rows[:45]:
-        flags = []
-        if not row.get("acknowledged_at"):
-            flags.append("⚠️ not acknowledged")
-        due = _time(row.get("next_update_at"))
-        if due is not None and due < now:
-            flags.append("⏰ update overdue")
-        if row.get("resolution_overdue"):
-            flags.append("⌛ past resolution target")
-        channel = f"<#{row['channel_id']}>" if row.get("channel_id") else row["id"]
-        age = texts.duration_text(int((now - _time(row["declared_at"])).total_seconds()))  # type: ignore[operator]
-        lines = [
-            f"{'🧪 ' if row.get('drill') else ''}*{row['severity']}* {channel} "
-            f"{clip(_title(row), 150)}",
-            f"Open {age} · {str(row['status']).capitalize()} · IC {mention(row.get('commander'))}"
-            f" · next update {when(due)}",
-        ]
-        if flags:
-            lines.append(" · ".join(flags))
-        blocks.append(_section("\n".join(lines)))
-    blocks.append(_context(f"Updated {when(now)}"))
-    view = View(type="home", blocks=blocks[:100])
-    return view.to_dict()
-
-
 def _line(state: dict[str, Any], text: str) -> Message:
+    """A one-line message. The incident's id is in the notification text, not under the
+    message: in the incident channel the channel's name says it, and in the announcement
+    channel the message is a reply in the incident's thread."""
     fallback = f"{_drill(state)}{state['id']}: {text}"
-    return Message(fallback, _dicts([_section(text), _context(f"{_drill(state)}{state['id']}")]))
+    mark = [_context(texts.DRILL_MARK)] if state.get("drill") else []
+    return Message(fallback, _dicts([_section(text), *mark]))
 
 
 def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -> Message:
@@ -741,21 +761,6 @@ def unreached_message(state: dict[str, Any], unreached: list[dict[str, str]]) ->
 
 
 # ---- replies -------------------------------------------------------------------------------
-def incident_list(rows: list[dict[str, Any]]) -> Message:
-    if not rows:
-        return Message("No open incidents. 🎉")
-    lines = [
-        f"{'🧪 ' if r.get('drill') else ''}*{r['severity']}* {r['id']} "
-        f"{('<#' + r['channel_id'] + '>') if r.get('channel_id') else ''} "
-        f"{clip(escape(r['title']), 120)} · {r['status']} · IC {mention(r.get('commander'))}"
-        for r in rows
-    ]
-    blocks: list[Block] = [_header(f"Open incidents ({len(rows)})")]
-    for start in range(0, len(lines), 20):
-        blocks.append(_section("\n".join(lines[start : start + 20])))
-    return Message(f"{len(rows)} open incident(s)", _dicts(blocks[:MAX_BLOCKS]))
-
-
 def timeline_message(incident_id: str, entries: list[TimelineEntry], *, page: int = 1) -> Message:
     """The timeline, a page at a time (each page fits Slack's 50 blocks and 3,000 characters
     a section)."""
@@ -862,8 +867,19 @@ def update_modal(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
             ),
             InputBlock(
                 block_id="text",
-                label="What happened, what was done",
+                label="Actions taken",
                 element=PlainTextInputElement(action_id="value", multiline=True, max_length=2900),
+            ),
+            InputBlock(
+                block_id="impact",
+                label="Current impact",
+                optional=True,
+                element=PlainTextInputElement(
+                    action_id="value",
+                    multiline=True,
+                    max_length=2000,
+                    initial_value=state.get("impact") or None,
+                ),
             ),
             InputBlock(
                 block_id="next_steps",

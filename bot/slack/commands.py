@@ -15,7 +15,7 @@ from bot.domain.naming import channel_name
 from bot.domain.stats import parse_window, render_stats_text
 from bot.domain.text import strip_controls
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
-from bot.slack import blocks, texts
+from bot.slack import blocks, lists, texts
 from bot.slack.texts import mention
 
 _USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
@@ -169,7 +169,7 @@ async def handle(text: str, ctx: Context) -> Reply:
         return Reply(texts.help_text(policy))
     if word == "list":
         rows = await overview(service)
-        message = blocks.incident_list(rows)
+        message = lists.incident_list(rows, policy, rest)
         return Reply(message.text, message.blocks)
     if word == "stats":
         parse_window(rest)  # a wrong window is said at once

@@ -230,16 +230,27 @@ class SlackExecutor:
         return {"invited": [u for u in users if u not in {m["target"] for m in missed}]}
 
     async def _post_once(
-        self, job: Job, *, channel: str, message: blocks.Message, step: str
+        self,
+        job: Job,
+        *,
+        channel: str,
+        message: blocks.Message,
+        step: str,
+        thread_ts: str | None = None,
+        broadcast: bool = False,
     ) -> str:
-        """Post unless an earlier run of this job already did (found by its metadata)."""
+        """Post unless an earlier run of this job already did (found by its metadata); in
+        the thread of `thread_ts` when given, also shown in the channel with `broadcast`."""
         done = job.result.get(step)
         if isinstance(done, str):
             return done
         if job.attempts > 1:
-            found = await self._find_posted(channel, job.id, step)
+            found = await self._find_posted(channel, job.id, step, thread_ts=thread_ts)
             if found:
                 return found
+        threading: dict[str, Any] = {}
+        if thread_ts:
+            threading = {"thread_ts": thread_ts, "reply_broadcast": broadcast}
         response = await self.client.chat_postMessage(
             channel=channel,
             text=message.text,
@@ -250,6 +261,7 @@ class SlackExecutor:
                 "event_type": METADATA_EVENT,
                 "event_payload": {"job": job.id, "step": step},
             },
+            **threading,
         )
         ts = str(response["ts"])
         job.result[step] = ts
@@ -258,11 +270,18 @@ class SlackExecutor:
                 raise JobRetry("another worker took this job over; it carries on")
         return ts
 
-    async def _find_posted(self, channel: str, job_id: int, step: str) -> str | None:
+    async def _find_posted(
+        self, channel: str, job_id: int, step: str, *, thread_ts: str | None = None
+    ) -> str | None:
         try:
-            history = await self.client.conversations_history(
-                channel=channel, limit=100, include_all_metadata=True
-            )
+            if thread_ts:
+                history = await self.client.conversations_replies(
+                    channel=channel, ts=thread_ts, limit=200, include_all_metadata=True
+                )
+            else:
+                history = await self.client.conversations_history(
+                    channel=channel, limit=100, include_all_metadata=True
+                )
         except SlackApiError as exc:
             failure = classify(exc)
             if isinstance(failure, JobRetry):
@@ -385,18 +404,42 @@ class SlackExecutor:
         )
         posted: dict[str, Any] = {}
         for target in job.payload.get("to", [CHANNEL]):
+            thread_ts: str | None = None
             if target == CHANNEL:
                 channel: str | None = await self._channel(record)
             elif target == ANNOUNCE:
+                # One announcement per incident: what follows goes in its thread.
                 channel = record.slack.announce_channel_id
+                thread_ts = record.slack.announce_ts
             else:
                 channel = None
             if channel is None:
                 continue
             posted[target] = await self._post_once(
-                job, channel=channel, message=message, step=target
+                job,
+                channel=channel,
+                message=message,
+                step=target,
+                thread_ts=thread_ts,
+                broadcast=bool(thread_ts) and self._broadcast(job),
             )
         return posted
+
+    def _broadcast(self, job: Job) -> bool:
+        """Replies in the announcement's thread that everyone in the channel should also see:
+        the resolution, and a raise to one of the two highest severities."""
+        template = str(job.payload.get("template"))
+        if template == "resolved":
+            return True
+        if template != "severity_changed":
+            return False
+        event = job.payload.get("event") or {}
+        try:
+            before = self.policy.rank(str(event.get("previous")))
+            after = self.policy.rank(str(event.get("severity")))
+        except KeyError:  # a severity no longer in the policy: not worth a broadcast
+            return False
+        return after < before and after < 2
 
     async def _pagerduty(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Trigger, acknowledge or resolve a PagerDuty page; the channel hears about trouble

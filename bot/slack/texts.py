@@ -52,7 +52,23 @@ def utc(moment: datetime | None) -> str:
 
 
 def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """`text` within `limit` characters, cut with "…" at a safe place: never inside an
+    `&…;` entity or a `<…>` mention, link or date (half of one shows as raw markup), and
+    at a word boundary when one is near."""
+    if len(text) <= limit:
+        return text
+    end = limit - 1
+    moved = True
+    while moved:  # back off before any `<…>` or `&…;` the cut would split
+        moved = False
+        for opener, closer in (("<", ">"), ("&", ";")):
+            start = text.rfind(opener, 0, end)
+            if start >= 0 and not 0 <= text.find(closer, start) < end:
+                end, moved = start, True
+    space = text.rfind(" ", 0, end)
+    if space > 0 and space >= end - 15 and space > end // 2:
+        end = space
+    return text[:end].rstrip() + "…"
 
 
 NO_TARGETS = (
@@ -68,7 +84,8 @@ def help_text(policy: Policy) -> str:
             "*Incident bot*: run the incident procedure from Slack.",
             f"`/incident <severity> <title>`: declare (severities: {policy.severity_words()})",
             "`/incident`: open the declare form",
-            "`/incident list`: open incidents · `/incident help`: this text",
+            "`/incident list [severity] [page N]`: open incidents, worst first, 20 a page",
+            "`/incident help`: this text",
             "`/incident drill <severity> <title>`: a practice incident (pages nobody)",
             "*In an incident's channel:*",
             "`/incident ack`: acknowledge (stops the escalation)",
