@@ -84,7 +84,17 @@ def render_message(fake: FakeSlack, message: Message) -> str:
     lines = message_lines(fake, message.text, message.blocks)
     lines += [f"📎 {f.get('name') or f.get('title')}" for f in message.files]
     body = "\n".join(f"    {line}" for line in lines)
-    return f"  {_author(fake, message)}:\n{body}"
+    where = ""
+    if message.thread_ts and message.thread_ts != message.ts:
+        parent = next(
+            (m for c in fake.channels.values() for m in c.messages if m.ts == message.thread_ts),
+            None,
+        )
+        first = message_lines(fake, parent.text, parent.blocks)[:1] if parent else []
+        title = first[0].strip() if first else "a message"
+        also = ", also shown in the channel" if message.broadcast else ""
+        where = f" (in the thread of “{title}”{also})"
+    return f"  {_author(fake, message)}{where}:\n{body}"
 
 
 def render_edit(fake: FakeSlack, message: Message, *, seen_edits: int) -> str:
