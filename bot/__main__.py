@@ -82,22 +82,60 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _export_postmortem(incident_id: str, out: Path | None) -> int:
-    """Needs only the database (DATABASE_URL, POLICY_FILE from the environment or .env)."""
+    """Needs only the database (DATABASE_URL, POLICY_FILE from the environment or .env).
+
+    People are named as Slack knows them (`users.info`) when SLACK_BOT_TOKEN (and, for a
+    stand-in, SLACK_API_URL) is set; otherwise by the names the record holds, else by id. A
+    SQLite database that does not exist is an error: the export never creates one.
+    """
+    from pydantic import SecretStr, ValidationError
+
     from bot.clock import SystemClock
-    from bot.config import StorageSettings
+    from bot.config import DEFAULT_SLACK_API_URL, StorageSettings
     from bot.domain.errors import NotFound
+    from bot.domain.postmortem import recorded_names
     from bot.service.incidents import IncidentService
     from bot.store.db import Database
     from bot.store.repository import SqlStore
+    from bot.store.single import sqlite_file
 
-    storage = StorageSettings()
-    database = Database(storage.database_url)
+    class ExportSettings(StorageSettings):
+        slack_bot_token: SecretStr | None = None
+        slack_api_url: str = DEFAULT_SLACK_API_URL
+
+    try:
+        settings = ExportSettings()
+    except ValidationError as error:
+        problem = error.errors(include_input=False, include_url=False)[0]
+        where = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        print(f"configuration error: {where} {message}", file=sys.stderr)
+        return 2
+    database_file = sqlite_file(settings.database_url)
+    if database_file is not None and not await asyncio.to_thread(os.path.isfile, database_file):
+        print(f"no database at {database_file} (DATABASE_URL): nothing to export", file=sys.stderr)
+        return 1
+    token = settings.slack_bot_token.get_secret_value().strip() if settings.slack_bot_token else ""
+    wanted = incident_id.upper()
+    database = Database(settings.database_url)
     try:
         await database.migrate()
         service = IncidentService(
-            store=SqlStore(database), policy=load_policy(storage.policy_file), clock=SystemClock()
+            store=SqlStore(database), policy=load_policy(settings.policy_file), clock=SystemClock()
         )
-        filename, markdown = await service.postmortem(incident_id.upper())
+        people: set[str] = set()
+
+        def collect(user: str) -> str:
+            people.add(user)
+            return user
+
+        await service.postmortem(wanted, name=collect)  # who the draft names
+        names = recorded_names(await service.timeline(wanted))
+        if token and people:
+            names.update(await _slack_names(sorted(people), token, settings.slack_api_url))
+        filename, markdown = await service.postmortem(
+            wanted, name=lambda user: f"@{names.get(user, user)}"
+        )
     except (NotFound, PolicyError) as error:
         print(error, file=sys.stderr)
         return 1
@@ -107,6 +145,34 @@ async def _export_postmortem(incident_id: str, out: Path | None) -> int:
     target.write_text(markdown, encoding="utf-8")
     print(f"wrote {target} ({len(markdown.splitlines())} lines)")
     return 0
+
+
+async def _slack_names(users: list[str], token: str, api_url: str) -> dict[str, str]:
+    """How Slack names each user (display name, else real name, else handle); a user whose
+    look-up fails is left out, silently (the draft then shows the id)."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    client = AsyncWebClient(
+        token=token, base_url=api_url if api_url.endswith("/") else api_url + "/", timeout=10
+    )
+
+    async def look_up(user: str) -> str:
+        try:
+            response = await client.users_info(user=user)
+        except Exception:  # Slack away, refusing, or no such user: the draft shows the id
+            return ""
+        info = response.get("user") or {}
+        profile = info.get("profile") or {}
+        found = (
+            profile.get("display_name")
+            or profile.get("real_name")
+            or info.get("real_name")
+            or info.get("name")
+        )
+        return str(found or "").strip()
+
+    found = await asyncio.gather(*(look_up(user) for user in users))
+    return {user: name for user, name in zip(users, found, strict=True) if name}
 
 
 def policy_check(path: Path, playbooks_dir: Path | None = None) -> int:

@@ -210,6 +210,12 @@ def test_update_punctuality_counts_updates_before_their_nudge() -> None:
     assert update_punctuality([]) == (0, 0)
 
 
+def test_a_reminder_no_update_followed_is_a_late_update() -> None:
+    story = Story("P", "sev1", NOW - timedelta(hours=4)).ack(1).update(10).nudge(40).nudge(55)
+    _, entries = story.record()
+    assert update_punctuality(entries) == (2, 1), "the update the reminders asked for never came"
+
+
 @pytest.mark.parametrize(
     ("text", "days"),
     [("", 30), ("  ", 30), ("7d", 7), ("30d", 30), ("90D", 90), ("12w", 84), (" 1 w ", 7)],

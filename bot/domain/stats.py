@@ -81,21 +81,22 @@ def p90(values: list[timedelta]) -> timedelta | None:
 
 
 def update_punctuality(entries: Iterable[TimelineEntry]) -> tuple[int, int]:
-    """(updates posted, of which on time) for one incident's timeline.
+    """(updates due, of which posted on time) for one incident's timeline.
 
     An update is on time when no `update_nudged` entry lies between the previous update (or
-    the declaration) and it: the update came before the bot had to ask for it.
+    the declaration) and it: the update came before the bot had to ask for it. A reminder
+    that no update followed is a due update that never came: counted, and not on time.
     """
-    posted = on_time = 0
+    due = on_time = 0
     nudged = False
     for entry in sorted(entries, key=lambda e: e.at):  # stable: equal times keep their order
         if entry.kind == EventKind.UPDATE_NUDGED:
             nudged = True
         elif entry.kind == EventKind.UPDATE_POSTED:
-            posted += 1
+            due += 1
             on_time += not nudged
             nudged = False
-    return posted, on_time
+    return due + nudged, on_time
 
 
 def _share(hits: int, total: int) -> float | None:
