@@ -23,8 +23,10 @@ run: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	$(PY) -m bot demo
 
+# Two workers (the CI machine has two cores); each test file stays on one worker, so the
+# file-level fixtures (a private PostgreSQL cluster, one bot for the fuzz) start once.
 test: $(VENV)/.dev
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
