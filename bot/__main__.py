@@ -1,9 +1,14 @@
-"""Composition root and command line.
+"""Composition root and command line (`python -m bot --help` says it all).
 
-python -m bot                      serve (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)
-python -m bot migrate              apply database migrations and exit
-python -m bot policy check FILE    validate a policy file
-python -m bot demo                 a scripted incident against a local Slack stand-in
+python -m bot                          serve (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)
+python -m bot migrate                  apply database migrations and exit
+python -m bot policy check [FILE]      validate the policy and playbooks; print the policy
+python -m bot policy simulate SEV      who is paged when, if nobody answers
+python -m bot policy schema | docs     the policy file's JSON Schema | Markdown reference
+python -m bot postmortem INC-…         write an incident's post-mortem draft to a file
+python -m bot demo                     a scripted incident against a local Slack stand-in
+
+The offline commands read the settings the bot reads (bot/toolsettings.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 
 from bot import logs
 from bot.config import Settings, SettingsError, load_settings
-from bot.domain.policy import PolicyError, format_duration, load_policy
+from bot.domain.policy import PolicyError, load_policy
+from bot.toolsettings import ToolConfig, load_tool_settings
 
 
 def _settings() -> Settings:
@@ -53,19 +59,26 @@ async def _serve(settings: Settings) -> None:
 async def _start(settings: Settings, held: contextlib.AsyncExitStack) -> None:
     """Start serving; what must be released at the end is pushed on `held`.
 
-    A refused app-level token, then a SQLite database another process serves, stop start-up
-    before anything else, in one line each (neither check imports the database code).
+    Every wrong setting stops start-up before anything is served, in one line naming it:
+    the policy file, the playbooks folder, the database, the bot token, the app-level token,
+    a SQLite database another process serves. None of these checks imports the migration
+    code, so nothing else is logged before the line.
     """
+    from bot import preflight
     from bot.slack.socketmode import socket_mode
     from bot.store.single import single_process
 
+    policy = preflight.policy(settings)
+    preflight.playbooks_dir(settings)
+    await preflight.database(settings.database_url)
+    await preflight.bot_token(settings)
     socket = socket_mode(settings)
     if socket is not None:
         await socket.check()
     held.enter_context(single_process(settings.database_url))
     from bot.runtime import Runtime
 
-    runtime = await Runtime.create(settings, socket=socket)
+    runtime = await Runtime.create(settings, socket=socket, policy=policy)
     held.push_async_callback(runtime.close)
     await runtime.start()
 
@@ -81,17 +94,16 @@ async def _migrate(settings: Settings) -> None:
     print("database is at the newest schema")
 
 
-async def _export_postmortem(incident_id: str, out: Path | None) -> int:
-    """Needs only the database (DATABASE_URL, POLICY_FILE from the environment or .env).
+async def _export_postmortem(
+    incident_id: str, out: Path | None, env_file: Path | None = None
+) -> int:
+    """Needs only the database: DATABASE_URL and POLICY_FILE, read as the bot reads them.
 
     People are named as Slack knows them (`users.info`) when SLACK_BOT_TOKEN (and, for a
     stand-in, SLACK_API_URL) is set; otherwise by the names the record holds, else by id. A
     SQLite database that does not exist is an error: the export never creates one.
     """
-    from pydantic import SecretStr, ValidationError
-
     from bot.clock import SystemClock
-    from bot.config import DEFAULT_SLACK_API_URL, StorageSettings
     from bot.domain.errors import NotFound
     from bot.domain.postmortem import recorded_names
     from bot.service.incidents import IncidentService
@@ -99,25 +111,21 @@ async def _export_postmortem(incident_id: str, out: Path | None) -> int:
     from bot.store.repository import SqlStore
     from bot.store.single import sqlite_file
 
-    class ExportSettings(StorageSettings):
-        slack_bot_token: SecretStr | None = None
-        slack_api_url: str = DEFAULT_SLACK_API_URL
-
-    try:
-        settings = ExportSettings()
-    except ValidationError as error:
-        problem = error.errors(include_input=False, include_url=False)[0]
-        where = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        print(f"configuration error: {where} {message}", file=sys.stderr)
+    settings = _tool_settings(env_file)
+    if settings is None:
         return 2
-    database_file = sqlite_file(settings.database_url)
+    try:
+        url = settings.checked_database_url()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    database_file = sqlite_file(url)
     if database_file is not None and not await asyncio.to_thread(os.path.isfile, database_file):
         print(f"no database at {database_file} (DATABASE_URL): nothing to export", file=sys.stderr)
         return 1
-    token = settings.slack_bot_token.get_secret_value().strip() if settings.slack_bot_token else ""
+    token = settings.slack_bot_token
     wanted = incident_id.upper()
-    database = Database(settings.database_url)
+    database = Database(url)
     try:
         await database.migrate()
         service = IncidentService(
@@ -175,42 +183,71 @@ async def _slack_names(users: list[str], token: str, api_url: str) -> dict[str, 
     return {user: name for user, name in zip(users, found, strict=True) if name}
 
 
-def policy_check(path: Path, playbooks_dir: Path | None = None) -> int:
-    from bot.playbooks import PlaybookError, load_playbooks
+def _tool_settings(env_file: Path | None) -> ToolConfig | None:
+    """The settings the bot reads, or None after saying in one line what is wrong."""
+    try:
+        return load_tool_settings(env_file)
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return None
 
-    folder = playbooks_dir or Path(os.environ.get("PLAYBOOKS_DIR", "playbooks"))
+
+def policy_check(
+    file: Path | None = None, playbooks_dir: Path | None = None, env_file: Path | None = None
+) -> int:
+    """Validate the policy and the playbooks the bot would use (FILE and `--playbooks`
+    override POLICY_FILE and PLAYBOOKS_DIR), then print the policy as the bot will act."""
+    from bot.playbooks import PlaybookError, load_playbooks
+    from bot.policydocs import describe_policy
+
+    settings = _tool_settings(env_file)
+    if settings is None:
+        return 2
+    path = file or settings.policy_file
+    folder = playbooks_dir or settings.playbooks_dir
+    source = "--playbooks" if playbooks_dir else "PLAYBOOKS_DIR"
     try:
         policy = load_policy(path)
+        if (playbooks_dir or settings.playbooks_dir_set) and not folder.is_dir():
+            # As at start-up: a folder that was named must be there (only the default may not).
+            state = "is not a directory" if folder.exists() else "does not exist"
+            raise PlaybookError([f"{source}: {folder} {state}"])
         playbooks = load_playbooks(folder, policy=policy)
     except (PolicyError, PlaybookError) as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"{path}: OK")
-    announce = f"#{policy.announce_channel}" if policy.announce_channel else "none"
-    print(f"  announcement channel: {announce}")
-    for severity in policy.severities:
-        update = format_duration(severity.update_interval) if severity.update_interval else "none"
-        chain = ", ".join(
-            f"{format_duration(level.after)}→{' '.join(level.notify) or 'nobody'}"
-            for level in severity.escalation
-        )
-        print(
-            f"  {severity.name} ({', '.join(severity.aliases) or 'no aliases'}): "
-            f"ack {format_duration(severity.ack_timeout)}, updates {update}, "
-            f"resolve {format_duration(severity.resolution_target)}; escalation: {chain or 'none'}"
-        )
-    print(f"  playbooks ({folder}): {len(playbooks)}, generic: {playbooks.generic.id}")
+    if path is None:
+        origin = "built-in policy (POLICY_FILE is not set)"
+    else:
+        origin = os.path.abspath(path) + ("" if file else " (POLICY_FILE)")
+    print(f"settings: {settings.source}")
+    print(f"policy: {origin}: OK")
+    print("\n".join(describe_policy(policy)))
+    print(f"playbooks: {os.path.abspath(folder)} ({source}): {len(playbooks)}")
+    if not folder.is_dir():
+        print("  no such folder: only the built-in generic procedure")
+    print(f"  generic (for anything no other playbook matches): {playbooks.generic.id}")
+    examples = sum(1 for playbook in playbooks if playbook.examples)
+    if examples:
+        print(f"  {examples} with example diagnostics to adapt (examples: true)")
     return 0
 
 
 def policy_simulate(
-    word: str, path: Path | None, raise_to: str | None = None, at: str | None = None
+    word: str,
+    path: Path | None,
+    raise_to: str | None = None,
+    at: str | None = None,
+    env_file: Path | None = None,
 ) -> int:
     from bot.domain.policy import parse_duration
     from bot.simulate import simulate
 
-    if path is None and os.environ.get("POLICY_FILE"):
-        path = Path(os.environ["POLICY_FILE"])
+    if path is None:
+        settings = _tool_settings(env_file)
+        if settings is None:
+            return 2
+        path = settings.policy_file
     try:
         policy = load_policy(path)
         lines = simulate(
@@ -227,42 +264,184 @@ def policy_simulate(
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the bot (default)")
-    sub.add_parser("migrate", help="apply database migrations")
-    policy = sub.add_parser("policy", help="policy tools")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate a policy file (and the playbooks)")
-    check.add_argument("file", type=Path)
+_DESCRIPTION = """\
+A Slack bot that runs your incident procedure. `/incident sev1 payment down` declares an
+incident: the bot opens its channel, posts the alert there and in the announcement channel,
+and pages the escalation chain. It keeps every clock of the policy (acknowledgement,
+updates, time open, follow-ups after resolution, compliance deadlines), records the
+timeline, and drafts the post-mortem.
+
+Settings are read from the environment and the .env file of the current directory (the
+environment wins): SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (required to serve),
+SLACK_APP_TOKEN, DATABASE_URL, PORT, POLICY_FILE, PLAYBOOKS_DIR, LOG_LEVEL (see README.md).
+The offline commands (policy check, policy simulate, postmortem) read the same ones, so
+they check and use what the bot will; a relative path in a .env is relative to the
+directory that holds it."""
+
+_EPILOG = """\
+examples:
+  python -m bot                                  serve
+  python -m bot policy check                     the policy and playbooks the bot will use
+  python -m bot policy check --env-file /srv/incident-bot/.env
+  python -m bot policy simulate sev3 --raise-to sev1 --at 20m
+  python -m bot policy schema > docs/policy.schema.json
+  python -m bot postmortem INC-20261122-001 --out review.md
+
+The policy file is described in docs/policy.md."""
+
+_ENV_FILE_HELP = (
+    "read the settings from this .env instead of ./.env, as a bot started in its directory "
+    "would (relative paths in it are relative to that directory)"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    text = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=text
+    )
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument(
+        "--env-file", type=Path, default=None, metavar="FILE", help=_ENV_FILE_HELP
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub.add_parser(
+        "serve",
+        help="run the bot (the default)",
+        description="Run the bot: apply the database migrations, then serve POST /slack/events, "
+        "GET /healthz and GET /metrics on PORT, or connect over Socket Mode when "
+        "SLACK_APP_TOKEN is set. Stops on SIGTERM or SIGINT. A missing or malformed setting "
+        "stops start-up with one line naming it (exit code 2).",
+    )
+    sub.add_parser(
+        "migrate",
+        help="apply the database migrations and exit",
+        description="Bring the database at DATABASE_URL to the newest schema, and exit.",
+    )
+    policy = sub.add_parser(
+        "policy",
+        help="check, simulate and document the policy",
+        description="Tools for the policy file (POLICY_FILE): see docs/policy.md.",
+    )
+    policy_sub = policy.add_subparsers(
+        dest="policy_command", required=True, metavar="SUBCOMMAND", title="subcommands"
+    )
+    check = policy_sub.add_parser(
+        "check",
+        parents=[settings],
+        help="validate the policy and the playbooks, and print the policy as the bot will act",
+        description="Validate the policy (FILE, else POLICY_FILE, else the built-in policy) "
+        "and the playbooks (--playbooks, else PLAYBOOKS_DIR), reading the settings the bot "
+        "reads. Then print the policy as the bot will act on it: each severity with its "
+        "aliases, targets, update interval, who is paged at declaration, the escalation "
+        "chain and the time-open chain; the follow-ups, compliance clocks, permissions and "
+        "announcement channel; and how many playbooks there are. Exit code 1 names every "
+        "problem with its file and field; 2 is a settings problem.",
+    )
     check.add_argument(
-        "--playbooks", type=Path, default=None, help="playbooks folder (default: PLAYBOOKS_DIR)"
+        "file",
+        type=Path,
+        nargs="?",
+        default=None,
+        metavar="FILE",
+        help="the policy file to check (default: POLICY_FILE, else the built-in policy)",
+    )
+    check.add_argument(
+        "--playbooks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the playbooks folder (default: PLAYBOOKS_DIR, else ./playbooks)",
     )
     simulate = policy_sub.add_parser(
-        "simulate", help="who is notified when, minute by minute, if nobody answers"
+        "simulate",
+        parents=[settings],
+        help="who is notified when, minute by minute, if nobody answers",
+        description="Run the bot's own clock and paging code on an incident nobody "
+        "acknowledges, updates or resolves, and print every firing as an offset from the "
+        "declaration: who is paged, nudged or told, and what PagerDuty is told.",
     )
-    simulate.add_argument("severity")
-    simulate.add_argument("--policy", type=Path, default=None, help="default: POLICY_FILE")
+    simulate.add_argument("severity", help="a severity or one of its aliases, e.g. sev1 or p0")
     simulate.add_argument(
-        "--raise-to", default=None, help="raise the severity on the way, e.g. sev1"
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the policy file (default: POLICY_FILE, else the built-in policy)",
     )
     simulate.add_argument(
-        "--at", default="0s", help="when the raise happens, after declaration (e.g. 20m)"
+        "--raise-to", default=None, metavar="SEVERITY", help="raise the severity on the way"
     )
-    export = sub.add_parser("postmortem", help="write an incident's post-mortem draft to a file")
-    export.add_argument("incident", help="INC-YYYYMMDD-NNN")
-    export.add_argument("--out", type=Path, default=None, help="default: INC-…-postmortem.md")
-    demo = sub.add_parser("demo", help="a scripted incident against a local Slack stand-in")
-    demo.add_argument("--database-url", default=None)
-    args = parser.parse_args(argv)
+    simulate.add_argument(
+        "--at",
+        default="0s",
+        metavar="DURATION",
+        help="when the raise happens, after declaration, e.g. 20m (default: 0s)",
+    )
+    policy_sub.add_parser(
+        "schema",
+        help="print the policy file's JSON Schema",
+        description="Print the JSON Schema of the policy file, generated from the models the "
+        "bot validates it with (committed as docs/policy.schema.json; policy.example.yaml "
+        "names it for editors).",
+    )
+    policy_sub.add_parser(
+        "docs",
+        help="print the policy file's reference (Markdown)",
+        description="Print the reference of every policy field (type, default, description), "
+        "generated from the same models: python -m bot policy docs > docs/policy.md",
+    )
+    export = sub.add_parser(
+        "postmortem",
+        parents=[settings],
+        help="write an incident's post-mortem draft to a file",
+        description="Build an incident's post-mortem draft from the record and write it to a "
+        "file. Needs only the database (DATABASE_URL, and POLICY_FILE), read as the bot reads "
+        "them; never creates a database. People are named as Slack knows them when "
+        "SLACK_BOT_TOKEN is set, else by the names the record holds.",
+    )
+    export.add_argument("incident", help="the incident id, INC-YYYYMMDD-NNN")
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where to write it (default: INC-…-postmortem.md in the current directory)",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="a scripted incident against a local Slack stand-in",
+        description="Start the bot and a local Slack stand-in, play an incident from "
+        "declaration to resolution, and print what each channel shows. Needs no Slack and "
+        "no settings.",
+    )
+    demo.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="the database to use (default: a temporary SQLite file)",
+    )
+    return parser
 
-    if args.command == "policy" and args.policy_command == "simulate":
-        return policy_simulate(args.severity, args.policy, args.raise_to, args.at)
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
     if args.command == "policy":
-        return policy_check(args.file, args.playbooks)
+        if args.policy_command == "simulate":
+            return policy_simulate(
+                args.severity, args.policy, args.raise_to, args.at, args.env_file
+            )
+        if args.policy_command in ("schema", "docs"):
+            from bot.policydocs import reference_markdown, schema_text
+
+            sys.stdout.write(
+                schema_text() if args.policy_command == "schema" else reference_markdown()
+            )
+            return 0
+        return policy_check(args.file, args.playbooks, args.env_file)
     if args.command == "postmortem":
-        return asyncio.run(_export_postmortem(args.incident, args.out))
+        return asyncio.run(_export_postmortem(args.incident, args.out, args.env_file))
     if args.command == "demo":
         from bot.demo import run_demo
 
@@ -283,7 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_serve(settings))
     except (PolicyError, PlaybookError, SettingsError) as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        said = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if isinstance(error, PlaybookError):
+            said = f"PLAYBOOKS_DIR: {said}"
+        print(f"configuration error: {said}", file=sys.stderr)
         return 2
     return 0
 
