@@ -71,10 +71,10 @@ async def _start(settings: Settings, held: contextlib.AsyncExitStack) -> None:
     policy = preflight.policy(settings)
     preflight.playbooks_dir(settings)
     await preflight.database(settings.database_url)
-    await preflight.bot_token(settings)
     socket = socket_mode(settings)
     if socket is not None:
         await socket.check()
+    await preflight.bot_token(settings)
     held.enter_context(single_process(settings.database_url))
     from bot.runtime import Runtime
 
@@ -243,11 +243,13 @@ def policy_simulate(
     from bot.domain.policy import parse_duration
     from bot.simulate import simulate
 
+    origin = "" if path is None else str(path)
     if path is None:
         settings = _tool_settings(env_file)
         if settings is None:
             return 2
         path = settings.policy_file
+        origin = f"{os.path.abspath(path)}, POLICY_FILE" if path else "built-in policy"
     try:
         policy = load_policy(path)
         lines = simulate(
@@ -259,7 +261,7 @@ def policy_simulate(
     except (PolicyError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"If nobody answers a {policy.get(word).name} incident ({path or 'built-in policy'}):")
+    print(f"If nobody answers a {policy.get(word).name} incident ({origin}):")
     print("\n".join(lines))
     return 0
 
@@ -453,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if settings.slack_app_token is not None:
         secrets.append(settings.slack_app_token.get_secret_value())
-    logs.setup(settings.log_level, secrets=secrets)
+    if settings.metrics_token is not None:
+        secrets.append(settings.metrics_token.get_secret_value())
+    logs.setup(settings.log_level, secrets=secrets, fmt=settings.log_format)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0

@@ -25,7 +25,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.domain.policy import Policy, load_policy
 from bot.integrations.pagerduty import PagerDuty
-from bot.metrics import render_metrics
+from bot.metrics import Metrics
 from bot.playbooks import load_playbooks
 from bot.service.incidents import IncidentService
 from bot.slack.app import Background, Identity, build_app
@@ -41,13 +41,21 @@ log = logging.getLogger(__name__)
 
 
 def web_client(
-    settings: Settings, *, retry_inline: bool, with_token: bool = True
+    settings: Settings,
+    *,
+    retry_inline: bool,
+    with_token: bool = True,
+    metrics: Metrics | None = None,
 ) -> AsyncWebClient:
     """A Web API client on SLACK_API_URL. Inline calls wait out one 429, two 5xx and two
     dropped connections; the worker's client does not, because the worker reschedules the
     job durably and settles an unknown outcome by looking.
-    Bolt's client has no token of its own: Bolt sets it per request from `authorize`."""
+    Bolt's client has no token of its own: Bolt sets it per request from `authorize`.
+    With `metrics`, every call is counted by method and outcome (Bolt's per-listener
+    clients too: they copy this client's handlers)."""
     handlers: list[AsyncRetryHandler] = []
+    if metrics is not None:  # first: slack_sdk stops at the first handler that retries
+        handlers.append(metrics.slack_meter(settings.slack_api_url))
     if retry_inline:
         handlers += [
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
@@ -106,11 +114,12 @@ class Runtime:
         database = database or Database(settings.database_url)
         await database.migrate()
         store = SqlStore(database)
-        inline = web_client(settings, retry_inline=True)
+        metrics = Metrics(store=store, policy=policy, clock=clock)
+        inline = web_client(settings, retry_inline=True, metrics=metrics)
         identity = Identity(token=settings.slack_bot_token.get_secret_value())
         directory = SlackDirectory(inline, team_id=lambda: identity.team_id)
         executor = SlackExecutor(
-            client=web_client(settings, retry_inline=False),
+            client=web_client(settings, retry_inline=False, metrics=metrics),
             store=store,
             policy=policy,
             pagerduty=PagerDuty(events_url=settings.pagerduty_events_url),
@@ -140,15 +149,12 @@ class Runtime:
         background = Background()
         bolt = build_app(
             service=service,
-            client=web_client(settings, retry_inline=True, with_token=False),
+            client=web_client(settings, retry_inline=True, with_token=False, metrics=metrics),
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             identity=identity,
             background=background,
             directory=directory,
         )
-
-        async def metrics() -> str:
-            return await render_metrics(store=store, policy=policy, clock=clock)
 
         async def backlog() -> tuple[int, float]:
             async with store.transaction() as tx:
@@ -158,11 +164,15 @@ class Runtime:
         app = build_web_app(
             bolt=bolt,
             store=store,
-            metrics=metrics,
+            metrics=metrics.render,
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             worker=worker,
             backlog=backlog,
             socket=socket,
+            request_seconds=metrics.observe_request,
+            metrics_token=settings.metrics_token.get_secret_value()
+            if settings.metrics_token
+            else None,
         )
         return cls(
             settings=settings,

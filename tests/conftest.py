@@ -144,5 +144,8 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "PORT",
             "POLICY_FILE",
             "LOG_LEVEL",
+            "LOG_FORMAT",
+            "METRICS_TOKEN",
+            "PLAYBOOKS_DIR",
         }:
             monkeypatch.delenv(name, raising=False)

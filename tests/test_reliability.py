@@ -170,7 +170,7 @@ async def test_metrics_and_health(slack: Slack) -> None:
     assert json.loads(health.text)["database"] == "reachable"
     metrics = (await slack.driver._http.get(f"{base}/metrics")).text
     assert 'incident_bot_open_incidents{severity="SEV2"} 1' in metrics
-    assert "incident_bot_slack_jobs_pending 0" in metrics
+    assert "\nincident_bot_slack_jobs_pending 0.0\n" in metrics  # prometheus_client: floats
 
 
 async def test_unknown_events_are_answered_200(slack: Slack) -> None:

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -65,11 +66,27 @@ def human_duration(delta: timedelta) -> str:
     return " ".join(shown) or "0s"
 
 
+# What a policy file may hold where a duration goes (the JSON Schema of `Duration`, as
+# `parse_duration` reads it: a number and a unit in any case, or a number of seconds).
+DURATION_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*[0-9]+\s*[smhdSMHD]\s*$"},
+        {"type": "number"},
+    ],
+    "examples": ["90s", "15m", "2h", "3d"],
+}
+
 Duration = Annotated[
-    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(DURATION_JSON_SCHEMA, mode="validation"),
 ]
 
-_TARGET = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_TARGET_PATTERN = r"^[UWS][A-Z0-9]{2,}$"
+_TARGET = re.compile(_TARGET_PATTERN)
+# The JSON Schema of one entry of a `Targets` list (`_check_targets` is the check).
+TARGET_JSON_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _TARGET_PATTERN}
 
 
 def _check_targets(values: list[str]) -> list[str]:
@@ -82,7 +99,9 @@ def _check_targets(values: list[str]) -> list[str]:
     return values
 
 
-Targets = Annotated[list[str], Field(default_factory=list)]
+Targets = Annotated[
+    list[str], Field(default_factory=list, json_schema_extra={"items": TARGET_JSON_SCHEMA})
+]
 
 
 class _Model(BaseModel):
@@ -90,23 +109,88 @@ class _Model(BaseModel):
 
 
 class EscalationLevel(_Model):
-    after: Duration
-    notify: Targets
-    pagerduty: str | None = None
+    """One level of a chain: whom to page, and when, counted from the declaration."""
+
+    after: Duration = Field(
+        description="When this level is paged, counted from the declaration (`0s`: at once). "
+        "Levels are listed in increasing `after` order."
+    )
+    notify: Annotated[
+        Targets,
+        Field(
+            description="Whom this level pages: Slack user ids (`U…`/`W…`) and user-group ids "
+            "(`S…`; every member is paged). Each is invited to the incident channel, "
+            "mentioned there and in the announcement channel, and sent a direct message. "
+            "Empty: the level pages nobody, and the alert says so."
+        ),
+    ]
+    pagerduty: str | None = Field(
+        default=None,
+        description="A PagerDuty Events API v2 routing key. When this level is reached (by "
+        "the clock, by **Escalate** or by a raise) a PagerDuty event is triggered; it is "
+        "acknowledged when someone acknowledges in Slack and resolved with the incident. "
+        "Drills page nobody.",
+    )
 
     _targets = field_validator("notify")(_check_targets)
 
 
 class Severity(_Model):
-    name: str
-    aliases: list[str] = Field(default_factory=list)
-    description: str = ""
-    ack_timeout: Duration
-    update_interval: Duration | None = None
-    resolution_target: Duration
-    notify_on_declare: Targets
-    escalation: list[EscalationLevel] = Field(default_factory=list)
-    open_escalation: list[EscalationLevel] = Field(default_factory=list)
+    """A severity: the words that declare it, its targets, and whom it pages when."""
+
+    name: str = Field(
+        description="The name shown everywhere (`SEV1`): one word of letters, digits, `_` or "
+        "`-`, at most 20 characters. Declaring with it is case-insensitive "
+        "(`/incident sev1 …`).",
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{1,20}$"},
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other words that declare this severity, case-insensitive (`p0`, "
+        "`critical`). No word may name two severities.",
+    )
+    description: str = Field(
+        default="",
+        description="What the severity means, in one line: shown in the alert, in the "
+        "declare form's severity menu and in the post-mortem.",
+    )
+    ack_timeout: Duration = Field(
+        description="The response target: when nobody has acknowledged by then, the channel "
+        "is told and the current escalation level is paged again. It does not move the "
+        "escalation chain, which follows its own `after` values."
+    )
+    update_interval: Duration | None = Field(
+        default=None,
+        description="How often an update is due, from the last update (or the declaration, or "
+        "a snooze). When one is overdue the commander (or the declarer) is nudged, half an "
+        "interval later the comms lead is mentioned, one interval later the announcement "
+        "channel is told; then again until an update. null: no update nudges.",
+    )
+    resolution_target: Duration = Field(
+        description="How long the incident may stay open: past it, the incident channel and "
+        "the announcement channel are told."
+    )
+    notify_on_declare: Annotated[
+        Targets,
+        Field(
+            description="Whom to page at once when an incident of this severity is declared "
+            "(or raised to it), together with the first escalation level: Slack user ids "
+            "(`U…`/`W…`) and user-group ids (`S…`)."
+        ),
+    ]
+    escalation: list[EscalationLevel] = Field(
+        default_factory=list,
+        description="The acknowledgement chain: while nobody has acknowledged, each level is "
+        "paged at its `after`, counted from the declaration. The first level is paged with "
+        "the alert; **Acknowledge** (or taking command) stops the chain; **Escalate** pages "
+        "the next level at once.",
+    )
+    open_escalation: list[EscalationLevel] = Field(
+        default_factory=list,
+        description="The time-open chain: while the incident is unresolved, acknowledged or "
+        "not, each level is paged at its `after`, counted from the declaration (e.g. VP "
+        "Engineering at 2h, the CTO at 4h).",
+    )
 
     _targets = field_validator("notify_on_declare")(_check_targets)
 
@@ -137,16 +221,44 @@ class Severity(_Model):
 
 
 class Followups(_Model):
-    report: Duration = timedelta(hours=24)
-    postmortem: Duration = timedelta(hours=48)
-    action_review: Duration = timedelta(days=7)
+    """The duties after resolution. Each reminds the commander at its time after the
+    resolution, then daily until someone clicks **Mark done**."""
+
+    report: Duration = Field(
+        default=timedelta(hours=24),
+        description="When the incident report is due, after the resolution.",
+    )
+    postmortem: Duration = Field(
+        default=timedelta(hours=48),
+        description="When the post-mortem is due, after the resolution.",
+    )
+    action_review: Duration = Field(
+        default=timedelta(days=7),
+        description="When the action-item review is due, after the resolution; also the "
+        "default due date of an action item (`/incident action`).",
+    )
 
 
 class ComplianceClock(_Model):
-    tag: str
-    deadline: Duration
-    remind_before: list[Duration] = Field(default_factory=list)
-    description: str = ""
+    """A legal or contractual deadline that starts when an incident carries a tag."""
+
+    tag: str = Field(
+        description="The tag that starts this clock (`/incident tag security`), for the "
+        "incident that carries it."
+    )
+    deadline: Duration = Field(
+        description="The deadline, counted from the declaration. At it the channel is told, "
+        "until someone clicks **Done**."
+    )
+    remind_before: list[Duration] = Field(
+        default_factory=list,
+        description="Reminders this long before the deadline (`[48h, 24h, 2h]`).",
+    )
+    description: str = Field(
+        default="",
+        description="What must be done by the deadline, shown in every reminder "
+        "(`Personal-data breach: notify the regulator`).",
+    )
 
 
 class Permissions(_Model):
@@ -154,10 +266,22 @@ class Permissions(_Model):
     policy (`commander`, `tech_lead`, …), users (U…/W…) and user groups (S…); an action
     left out (or null) is open to every full member. While nobody holds command, anyone may."""
 
-    resolve: list[str] | None = None
-    lower_severity: list[str] | None = None
-    close_compliance: list[str] | None = None
-    publish: list[str] | None = None  # customer-facing status-page updates
+    resolve: list[str] | None = Field(
+        default=None, description="Who may resolve an incident (`/incident resolve`, **Resolve**)."
+    )
+    lower_severity: list[str] | None = Field(
+        default=None,
+        description="Who may lower an incident's severity. Raising it is never restricted.",
+    )
+    close_compliance: list[str] | None = Field(
+        default=None,
+        description="Who may mark a compliance duty (e.g. notifying the regulator) done.",
+    )
+    publish: list[str] | None = Field(  # customer-facing status-page updates
+        default=None,
+        description="Who may publish customer-facing status-page updates (kept for a status "
+        "page; no command of the bot publishes yet).",
+    )
 
     def allowed(self, action: str) -> list[str] | None:
         """The entries allowed to take `action`, or None when it is not restricted."""
@@ -173,15 +297,48 @@ RESOLVED = "resolved"
 
 
 class Policy(_Model):
-    announce_channel: str | None = "incidents"
-    statuses: list[str] = Field(default_factory=lambda: [*OPEN_STATUSES, RESOLVED])
-    roles: list[str] = Field(
-        default_factory=lambda: ["commander", "tech_lead", "comms_lead", "scribe"]
+    """The incident policy (`POLICY_FILE`): severities and their clocks, who is paged when,
+    the compliance deadlines, and who may end or weaken an incident."""
+
+    announce_channel: str | None = Field(
+        default="incidents",
+        description="Where every incident is announced: its alert, edited in place as the "
+        "incident changes, with the updates, escalations and resolution as replies in its "
+        "thread. A channel name (a leading `#` is dropped) or id (`C…`). The bot joins a "
+        "public channel by itself; invite it to a private one. Empty or null: no "
+        "announcement channel.",
     )
-    severities: list[Severity]
-    followups: Followups = Field(default_factory=Followups)
-    compliance: list[ComplianceClock] = Field(default_factory=list)
-    permissions: Permissions = Field(default_factory=Permissions)
+    statuses: list[str] = Field(
+        default_factory=lambda: [*OPEN_STATUSES, RESOLVED],
+        description="The statuses an incident goes through (`/incident status`), in order, "
+        "case-insensitive: the first must be `investigating`, the last `resolved`; none "
+        "may repeat.",
+    )
+    roles: list[str] = Field(
+        default_factory=lambda: ["commander", "tech_lead", "comms_lead", "scribe"],
+        description="The roles `/incident role <role> @user` assigns, case-insensitive. "
+        "`commander` is required; the `comms_lead` is mentioned when an update is overdue. "
+        "`permissions` may name them.",
+    )
+    severities: list[Severity] = Field(
+        description="The severities, most severe first: the order says which change is a "
+        "raise and which a lowering, and sorts the incident lists. At least one.",
+        json_schema_extra={"minItems": 1},
+    )
+    followups: Followups = Field(
+        default_factory=Followups,
+        description="The reminders after resolution: report, post-mortem, action review.",
+    )
+    compliance: list[ComplianceClock] = Field(
+        default_factory=list,
+        description="Deadlines started by a tag (`/incident tag security`), e.g. the 72-hour "
+        "regulator notification for a personal-data breach.",
+    )
+    permissions: Permissions = Field(
+        default_factory=Permissions,
+        description="Who may take the actions that end or weaken an incident; by default, "
+        "every full member.",
+    )
 
     @field_validator("announce_channel")
     @classmethod

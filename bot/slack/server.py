@@ -2,15 +2,19 @@
 
 Slack's requests are verified (signature, 5-minute replay window) before anything reads
 their body: an unsigned request gets 401 and is not logged; a signed one whose body cannot
-be parsed gets 400.
+be parsed gets 400. How long each verified request took to answer is measured, by kind.
+
+`/metrics` is open unless a token is set: then it needs `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -23,6 +27,8 @@ from bot.service.ports import Store
 log = logging.getLogger(__name__)
 
 HEALTH_SECONDS = 1.0
+# What `generate_latest` writes: the Prometheus text format 0.0.4.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Liveness(Protocol):
@@ -50,12 +56,18 @@ def build_web_app(
     worker: Liveness | None = None,
     backlog: Callable[[], Awaitable[tuple[int, float]]] | None = None,
     socket: Connection | None = None,
+    request_seconds: Callable[[str, float], None] | None = None,
+    metrics_token: str | None = None,
 ) -> web.Application:
     """`backlog` gives the unfinished Slack jobs (count, oldest wait in seconds); `socket` is
-    the Socket Mode connection when the bot uses one."""
+    the Socket Mode connection when the bot uses one; `request_seconds(kind, seconds)` is
+    told how long each verified Slack request took; `metrics_token`, when set, guards
+    `/metrics`."""
     verifier = SignatureVerifier(signing_secret)
+    expected = metrics_token.encode("utf-8") if metrics_token else None
 
     async def slack_events(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         body = (await request.read()).decode("utf-8", errors="replace")
         headers = {k.lower(): v for k, v in request.headers.items()}
         timestamp = headers.get("x-slack-request-timestamp", "")
@@ -74,8 +86,15 @@ def build_web_app(
         except Exception:  # a signed but malformed body: Slack never sends one
             log.warning("a signed request with a body that cannot be parsed was refused")
             return web.json_response({"error": "malformed body"}, status=400)
-        response = await bolt.async_dispatch(bolt_request)
-        return await to_aiohttp_response(response)
+        # Timed from arrival to answer: verification, dispatch and the listeners, which run
+        # before the answer. Only verified, parsed requests are counted.
+        kind = request_kind(bolt_request.body)
+        try:
+            response = await bolt.async_dispatch(bolt_request)
+            return await to_aiohttp_response(response)
+        finally:
+            if request_seconds is not None:
+                request_seconds(kind, time.perf_counter() - started)
 
     async def queue() -> tuple[int, float] | None:
         if backlog is None:
@@ -118,12 +137,28 @@ def build_web_app(
         body["ok"] = ok
         return web.json_response(body, status=200 if ok else 503)
 
-    async def prometheus(_: web.Request) -> web.Response:
+    def authorized(request: web.Request) -> bool:
+        if expected is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # Compared in constant time; the header is never logged.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", errors="surrogateescape"), expected
+        )
+
+    async def prometheus(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response(
+                {"error": "unauthorized"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         return web.Response(
-            text=await metrics(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=(await metrics()).encode("utf-8"),
+            headers={
+                "Content-Type": METRICS_CONTENT_TYPE,
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     app = web.Application(client_max_size=2 * 1024 * 1024)
@@ -131,3 +166,18 @@ def build_web_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     return app
+
+
+def request_kind(body: dict[str, Any]) -> str:
+    """What Slack sent, from the parsed body: `command`, `action` (a button or menu),
+    `view` (a form submitted or closed), `event`, or `other`."""
+    if "command" in body:
+        return "command"
+    kind = body.get("type")
+    if kind == "block_actions":
+        return "action"
+    if kind in ("view_submission", "view_closed"):
+        return "view"
+    if kind == "event_callback":
+        return "event"
+    return "other"

@@ -301,6 +301,11 @@ class _TimerMixin:
         value: datetime | None = (await self.c.execute(statement)).scalar_one_or_none()
         return value
 
+    async def pending_timer_count(self) -> int:
+        """Timers not fired yet (pending, or claimed and firing), drills included."""
+        statement = select(func.count()).where(timers.c.state.in_(["pending", "firing"]))
+        return int((await self.c.execute(statement)).scalar_one())
+
 
 class SqlTx(_TimerMixin):
     def __init__(self, connection: AsyncConnection) -> None:
