@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +38,11 @@ class Settings(BaseSettings):
     policy_file: Path | None = None
     playbooks_dir: Path = Path("playbooks")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json: one JSON object per line"
+    )
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    metrics_token: SecretStr | None = None
 
     @field_validator("slack_bot_token")
     @classmethod

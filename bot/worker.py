@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot import logs
 from bot.clock import Clock
 from bot.service.ports import Job, JobFailed, JobRetry, Store
 
@@ -121,6 +122,8 @@ class Worker:
 
     async def _run(self, job: Job) -> tuple[Job, str, Any]:
         """Run one job; returns (job, "done" | "retry" | "failed", result or error)."""
+        if job.incident_id:
+            logs.concerning(job.incident_id)  # this job runs in its own task (gather)
         try:
             result = await self.run_job(job)
         except JobRetry as retry:
@@ -156,6 +159,7 @@ class Worker:
                         job.incident_id,
                         error,
                         delay,
+                        extra={"incident": job.incident_id},
                     )
                     self._report_long_wait(job, now, error)
                     held = await tx.retry_job(

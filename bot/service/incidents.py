@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import logs
 from bot.clock import Clock
 from bot.domain import clocks, paging
 from bot.domain.actions import parse_action
@@ -296,6 +297,11 @@ class IncidentService:
         return guard
 
     async def _load(self, tx: Tx, where: Where, *, lock: bool) -> IncidentRecord:
+        record = await self._find_record(tx, where, lock=lock)
+        logs.concerning(record.incident.id)  # this request's task: its lines name it
+        return record
+
+    async def _find_record(self, tx: Tx, where: Where, *, lock: bool) -> IncidentRecord:
         if where.incident_id:
             # Ids come back from buttons and forms, which a forged request can fill with
             # anything (a NUL is refused by PostgreSQL): only a well-formed id is looked up.
@@ -408,6 +414,7 @@ class IncidentService:
             jobs += self._paging_jobs(incident, events)
             await tx.enqueue(jobs, now=now)
             await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+        logs.concerning(incident.id)
         log.info("declared %s (%s)", incident.id, incident.severity)
         self._wake()
         return Outcome(record, events)
@@ -732,6 +739,10 @@ class IncidentService:
         return len(claimed)
 
     async def _fire(self, claimed: ClaimedTimer, *, worker: str) -> None:
+        with logs.about(claimed.incident_id):
+            await self._fire_one(claimed, worker=worker)
+
+    async def _fire_one(self, claimed: ClaimedTimer, *, worker: str) -> None:
         now = self.clock.now()
         try:
             async with self.store.transaction() as tx:

@@ -1,0 +1,54 @@
+"""Logs: quiet at start-up, one JSON object per line on request, the incident named."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from bot import logs
+
+
+@pytest.fixture
+def restore_logging() -> object:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_json_lines_carry_the_incident(
+    restore_logging: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup("INFO", secrets=["hunter2-secret"], fmt="json")
+    log = logging.getLogger("bot.test")
+    with logs.about("INC-20261122-001"):
+        log.warning("paging failed for token xoxb-123-abc and hunter2-secret")
+    log.info("no incident here")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert lines[0]["incident"] == "INC-20261122-001"
+    assert lines[0]["level"] == "WARNING"
+    assert "xoxb-123" not in lines[0]["message"]
+    assert "hunter2-secret" not in lines[0]["message"]
+    assert "incident" not in lines[1]
+
+
+def test_text_lines_name_the_incident_once(
+    restore_logging: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup("INFO", secrets=[], fmt="text")
+    log = logging.getLogger("bot.test")
+    with logs.about("INC-20261122-002"):
+        log.info("invited 3 people")
+        log.info("declared INC-20261122-002 (SEV1)")
+    first, second = capsys.readouterr().err.splitlines()
+    assert "[INC-20261122-002] invited 3 people" in first
+    assert second.count("INC-20261122-002") == 1
+
+
+def test_library_chatter_is_quiet(restore_logging: object) -> None:
+    logs.setup("INFO", secrets=[])
+    for name in ("alembic", "slack_sdk", "slack_bolt"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
