@@ -5,28 +5,33 @@ PY     := $(VENV)/bin/python
 
 .PHONY: run test lint demo bench clean
 
+# Installs say nothing unless they fail; then their whole output is shown.
+QUIET = > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+
 $(VENV)/.runtime: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
-	touch $@
+	@echo "setting up $(VENV) (first run only)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip $(QUIET)
+	@$(PY) -m pip install --quiet -e . $(QUIET)
+	@touch $@
 
 $(VENV)/.dev: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(VENV)/.runtime $@
+	@echo "setting up $(VENV) with the development tools (first run only)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip $(QUIET)
+	@$(PY) -m pip install --quiet -e '.[dev]' $(QUIET)
+	@touch $(VENV)/.runtime $@
 
 run: $(VENV)/.runtime
-	$(PY) -m bot
+	@$(PY) -m bot
 
 demo: $(VENV)/.runtime
-	$(PY) -m bot demo
+	@$(PY) -m bot demo
 
 # Two workers (the CI machine has two cores); each test file stays on one worker, so the
 # file-level fixtures (a private PostgreSQL cluster, one bot for the fuzz) start once.
 test: $(VENV)/.dev
-	$(PY) -m pytest -n 2 --dist loadfile
+	@$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -20,6 +20,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.engine.url import make_url
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
@@ -109,10 +110,20 @@ class Runtime:
         already asked Slack about its token; by default one is made from the settings when
         SLACK_APP_TOKEN is set."""
         policy = policy or load_policy(settings.policy_file)
+        log.info(
+            "policy: %s, severities %s",
+            settings.policy_file or "built-in",
+            ", ".join(s.name for s in policy.severities),
+        )
         playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
+        log.info("playbooks: %d from %s", len(playbooks), settings.playbooks_dir)
         clock = clock or SystemClock()
         database = database or Database(settings.database_url)
         await database.migrate()
+        log.info(
+            "database: %s, schema up to date",
+            make_url(database.url).render_as_string(hide_password=True),
+        )
         store = SqlStore(database)
         metrics = Metrics(store=store, policy=policy, clock=clock)
         inline = web_client(settings, retry_inline=True, metrics=metrics)

@@ -63,6 +63,22 @@ class Identity:
         self.team_id = response.get("team_id")
         self.bot_user_id = response.get("user_id")
         self.bot_id = response.get("bot_id")
+        log.info("Slack: signed in as %s in workspace %s", response.get("user"), self.team_id)
+
+
+class _NoTokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN (read from the environment by itself) is unused when
+    a client is given: that is on purpose (tokens come from `authorize`), so not said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt.AsyncApp")
+    if not any(isinstance(f, _NoTokenNotice) for f in logger.filters):
+        logger.addFilter(_NoTokenNotice())
+    return logger
 
 
 class Background:
@@ -150,6 +166,7 @@ def build_app(
 
     app = AsyncApp(
         client=client,
+        logger=_bolt_logger(),
         signing_secret=signing_secret,
         authorize=authorize,
         process_before_response=True,
