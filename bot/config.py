@@ -21,7 +21,7 @@ def database_url(value: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Every setting of DESIGN §1. Secrets are `SecretStr`, so a repr or a log never shows them."""
+    """Every setting the README lists. Secrets are `SecretStr`: a repr or a log never shows them."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False

@@ -1,4 +1,4 @@
-"""The dependency arrows of DESIGN §2 point inward; this test keeps them so."""
+"""The dependency arrows (README, "How it is built") point inward; this test keeps them so."""
 
 from __future__ import annotations
 

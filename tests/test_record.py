@@ -168,7 +168,7 @@ async def test_action_items(slack: Slack) -> None:
 
 
 # ---- post-mortem ---------------------------------------------------------------------------
-async def test_postmortem_has_the_seeds_headings_and_every_entry(
+async def test_postmortem_has_the_procedures_headings_and_every_entry(
     slack: Slack, tmp_path: Path
 ) -> None:
     channel = await slack.declare("sev2 search | slow")

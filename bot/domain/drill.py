@@ -1,5 +1,5 @@
-"""The drill report: how the team did against the policy's targets (the seeds ask for
-monthly incident-response drills). Pure."""
+"""The drill report: how the team did against the policy's targets (teams run incident-response
+drills monthly). Pure."""
 
 from __future__ import annotations
 

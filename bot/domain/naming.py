@@ -1,4 +1,4 @@
-"""Incident ids and channel names (DESIGN §1 "Names"). Pure."""
+"""Incident ids and channel names (README, "Names"). Pure."""
 
 from __future__ import annotations
 

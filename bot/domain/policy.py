@@ -1,6 +1,6 @@
 """The incident policy: severities, clocks, escalation chains (pydantic models, pure).
 
-Field names are part of the public interface (DESIGN §1): add fields, never rename them.
+Field names are part of the public interface (docs/policy.md): add fields, never rename them.
 """
 
 from __future__ import annotations
@@ -471,7 +471,7 @@ def load_policy(path: Path | None) -> Policy:
 
 
 def default_policy() -> Policy:
-    """The built-in policy, drawn from the four runbooks in the seeds; it names nobody.
+    """The built-in policy, the procedure of docs/procedure.md; it names nobody.
 
     SEV1/P0: respond < 5 min, resolve < 1 h, updates every 30 min, secondary after 15 min,
     engineering manager after 30 min, VP Engineering after 2 h open, CTO after 4 h.

@@ -1,8 +1,9 @@
 """The post-mortem draft: the runbooks' template, filled in from the record. Pure.
 
-Headings and their order follow the seeds' "Post-Mortem Template" exactly. What the record
-proves (times, people, the timeline, action items, the root cause if given at resolution)
-is filled in; what only people can write is marked with one recognisable placeholder line,
+Headings and their order follow the procedure's post-mortem template (docs/procedure.md)
+exactly. What the record proves (times, people, the timeline, action items, the root cause
+if given at resolution) is filled in; what only people can write is marked with one
+recognisable placeholder line,
 `_To be written by the team: <hint>_`. Facts the bot drafts itself are marked as such.
 
 Every sentence the bot drafts is derived from the record, none is stated unconditionally:

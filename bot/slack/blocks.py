@@ -159,7 +159,7 @@ def alert(
     paging: list[str],
     announce: bool = False,
 ) -> Message:
-    """🚨 INCIDENT ALERT (the seeds' template), edited in place as the incident changes.
+    """🚨 INCIDENT ALERT (the procedure's alert template), edited in place as the incident changes.
 
     In the incident channel it carries the actions; the announcement-channel copy
     (`announce=True`) carries only the way into the incident channel, so people outside
@@ -272,7 +272,7 @@ def topic(state: dict[str, Any]) -> str:
 
 # ---- messages posted as the incident moves ---------------------------------------------------
 def update_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
-    """📊 INCIDENT UPDATE with the seeds' fields: status, impact, services, next update,
+    """📊 INCIDENT UPDATE with the procedure's fields: status, impact, services, next update,
     then what was done and what comes next. A free-text update is shown as written; the
     form's fields fill their own sections."""
     severity = state["severity"]

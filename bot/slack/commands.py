@@ -1,4 +1,5 @@
-"""`/incident …`: the grammar of DESIGN §1, parsed into service calls. Returns what to reply."""
+"""`/incident …`: the command grammar (README, "Using it"), parsed into service calls.
+Returns what to reply."""
 
 from __future__ import annotations
 
