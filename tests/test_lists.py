@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from bot.domain.errors import InvalidCommand
 from bot.domain.policy import default_policy
 from bot.slack import lists
-from bot.slack.lists import PAGE_SIZE, cut, home_view, incident_list, parse_list
+from bot.slack.lists import PAGE_SIZE, home_view, incident_list, parse_list
+from bot.slack.texts import clip
 from tests.harness import Slack
 
 POLICY = default_policy()
@@ -66,14 +67,14 @@ ATOMS = [
 
 # ---- cut -------------------------------------------------------------------------------------
 def test_text_that_fits_is_kept_as_it_is() -> None:
-    assert cut("payment down", 12) == "payment down"
-    assert cut("", 0) == ""
+    assert clip("payment down", 12) == "payment down"
+    assert clip("", 0) == ""
 
 
 def test_a_long_text_is_cut_with_an_ellipsis_within_the_limit() -> None:
-    assert cut("payment service down", 10) == "payment s…"
-    assert cut("abcdef", 1) == "…"
-    assert cut("abcdef", 0) == ""
+    assert clip("payment service down", 10) == "payment s…"
+    assert clip("abcdef", 1) == "…"
+    assert clip("abcdef", 0) == ""
 
 
 @pytest.mark.parametrize(
@@ -99,15 +100,15 @@ def test_a_long_text_is_cut_with_an_ellipsis_within_the_limit() -> None:
 def test_a_cut_never_lands_inside_markup_or_a_character(
     text: str, limit: int, expected: str
 ) -> None:
-    assert cut(text, limit) == expected
+    assert clip(text, limit) == expected
 
 
 def test_a_cut_never_leaves_half_a_surrogate_pair() -> None:
     split = "ab\ud83d\udd25cd"  # U+1F525 as two UTF-16 halves, as JSON can write it
     assert len(split) == 6
-    assert cut(split, 4) == "ab…"
-    assert cut(split, 5) == "ab\ud83d\udd25…"
-    assert cut(f"ab{FIRE}cd", 4) == f"ab{FIRE}…"
+    assert clip(split, 4) == "ab…"
+    assert clip(split, 5) == "ab\ud83d\udd25…"
+    assert clip(f"ab{FIRE}cd", 4) == f"ab{FIRE}…"
 
 
 def _longest_fitting_prefix(atoms: list[str], room: int) -> str:
@@ -123,7 +124,7 @@ def _longest_fitting_prefix(atoms: list[str], room: int) -> str:
 @given(st.lists(st.sampled_from(ATOMS), max_size=40), st.integers(min_value=0, max_value=300))
 def test_a_cut_keeps_the_longest_prefix_of_whole_pieces(atoms: list[str], limit: int) -> None:
     text = "".join(atoms)
-    result = cut(text, limit)
+    result = clip(text, limit)
     assert len(result) <= limit
     if len(text) <= limit:
         assert result == text

@@ -18,15 +18,13 @@ Nothing is dropped silently. `/incident list` shows the worst `PAGE_SIZE` incide
 line naming how many more there are, of which severities, and the command that shows them
 (`/incident list page 2`, `/incident list sev3`). The Home shows the worst `HOME_FULL` in full,
 the next ones a line each, and past its 100 blocks the same summary line. Every text is cut
-with `cut`, which never cuts inside a mention, link or date (`<…>`), an entity (`&amp;`), an
+with `texts.clip`, which never cuts inside a mention, link or date (`<…>`), an entity (`&amp;`), an
 emoji short code (`:fire:`) or a character sequence drawn as one (an emoji with its skin tone,
 a ZWJ family, a flag, a letter with its accent).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,7 +44,7 @@ from slack_sdk.models.views import View
 from bot.domain.errors import InvalidCommand
 from bot.domain.policy import Policy
 from bot.slack.blocks import Message
-from bot.slack.texts import duration_text, escape, mention, when
+from bot.slack.texts import clip, duration_text, escape, mention, when
 
 MESSAGE_BLOCKS = 50  # blocks in a message
 HOME_BLOCKS = 100  # blocks in a Home tab view
@@ -58,90 +56,18 @@ HOME_FULL = 2 * PAGE_SIZE  # incidents the Home shows in full (the first two lis
 TITLE_MAX = 150  # characters of an (escaped) title in a line
 LINE_MAX = 600  # characters of one incident's line; a section holds at least 4 of them
 
-ELLIPSIS = "…"
-
-# ---- cutting text at a safe place ------------------------------------------------------------
-# Tokens a cut must not split: `<…>` (mentions, channels, links, dates; an unclosed `<` runs to
-# the end), entities (`&amp;`, `&#128293;`) and emoji short codes (`:fire:`, `:+1:`).
-_TOKEN = re.compile(
-    r"<[^<>]*>?"  # <@U…>, <#C…>, <!date^…|…>, <https://…|…>
-    r"|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);"  # &amp; &lt; &#128293;
-    r"|:[a-z0-9_+'-]+:"  # :fire: :+1: :skin-tone-3:
-)
-_ZWJ = "\u200d"
-
-
-def _continues(char: str) -> bool:
-    """Whether `char` belongs to the character before it (drawn as one with it)."""
-    code = ord(char)
-    return (
-        unicodedata.category(char) in ("Mn", "Mc", "Me")  # accents, the keycap's enclosing mark
-        or code == 0x200D  # zero-width joiner (family and profession emoji)
-        or 0xFE00 <= code <= 0xFE0F  # variation selectors (the red heart is U+2764 U+FE0F)
-        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
-        or 0xE0020 <= code <= 0xE007F  # tags (the flags of England, Scotland, Wales)
-        or 0xE0100 <= code <= 0xE01EF  # variation selectors supplement
-        or 0xDC00 <= code <= 0xDFFF  # a low surrogate (text decoded with surrogatepass)
-    )
-
-
-def _regional(char: str) -> bool:
-    return 0x1F1E6 <= ord(char) <= 0x1F1FF  # two regional indicators make a country flag
-
-
-def _splits_a_character(text: str, at: int) -> bool:
-    if at <= 0 or at >= len(text):
-        return False
-    before, after = text[at - 1], text[at]
-    if _continues(after) or before == _ZWJ or 0xD800 <= ord(before) <= 0xDBFF:
-        return True
-    if _regional(before) and _regional(after):
-        run = 0
-        while at - 1 - run >= 0 and _regional(text[at - 1 - run]):
-            run += 1
-        return run % 2 == 1  # `before` opens a flag that `after` closes
-    return False
-
-
-def _safe(text: str, at: int) -> int:
-    """The nearest place at or before `at` where `text` can be cut."""
-    while True:
-        moved = at
-        for token in _TOKEN.finditer(text, 0, len(text)):
-            if token.start() >= at:
-                break
-            if token.start() < at < token.end():
-                at = token.start()
-                break
-        while _splits_a_character(text, at):
-            at -= 1
-        if at == moved:
-            return at
-
-
-def cut(text: str, limit: int) -> str:
-    """`text` in at most `limit` characters: as it is when it fits, else cut at a safe place
-    (never inside `<…>`, an `&…;` entity, a `:short_code:` or a character drawn as several
-    code points) with `…` at the end. Lengths are Python characters (code points), as
-    slack_sdk checks them."""
-    if len(text) <= limit:
-        return text
-    if limit <= 0:
-        return ""
-    return text[: _safe(text, limit - len(ELLIPSIS))].rstrip() + ELLIPSIS
-
 
 # ---- blocks ------------------------------------------------------------------------------------
 def _header(text: str) -> HeaderBlock:
-    return HeaderBlock(text=PlainTextObject(text=cut(text, HEADER_MAX), emoji=True))
+    return HeaderBlock(text=PlainTextObject(text=clip(text, HEADER_MAX), emoji=True))
 
 
 def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=cut(text, TEXT_MAX)))
+    return SectionBlock(text=MarkdownTextObject(text=clip(text, TEXT_MAX)))
 
 
 def _context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=cut(text, TEXT_MAX))])
+    return ContextBlock(elements=[MarkdownTextObject(text=clip(text, TEXT_MAX))])
 
 
 def _pack(lines: Iterable[str], *, sections: int) -> tuple[list[Block], int]:
@@ -153,7 +79,7 @@ def _pack(lines: Iterable[str], *, sections: int) -> tuple[list[Block], int]:
     chunk: list[str] = []
     size = taken = 0
     for raw in lines:
-        text = cut(raw, LINE_MAX)
+        text = clip(raw, LINE_MAX)
         if chunk and size + 1 + len(text) > TEXT_MAX:
             if len(blocks) + 1 >= sections:
                 break
@@ -173,7 +99,7 @@ def _time(value: Any) -> datetime | None:
 
 # ---- what a list shows of an incident -------------------------------------------------------
 def _title(row: dict[str, Any]) -> str:
-    return cut(escape(str(row.get("title", ""))), TITLE_MAX)
+    return clip(escape(str(row.get("title", ""))), TITLE_MAX)
 
 
 def _drill(row: dict[str, Any]) -> str:
@@ -187,7 +113,7 @@ def _channel(row: dict[str, Any]) -> str:
 def line(row: dict[str, Any]) -> str:
     """One incident on one line: severity, id, channel, title, status, commander."""
     channel = f" {_channel(row)}" if row.get("channel_id") else ""
-    return cut(
+    return clip(
         f"{_drill(row)}*{row['severity']}* {row['id']}{channel} {_title(row)}"
         f" · {escape(str(row['status']))} · IC {mention(row.get('commander'))}",
         LINE_MAX,
@@ -219,7 +145,7 @@ def _card(row: dict[str, Any], now: datetime) -> str:
     flags = _flags(row, now)
     if flags:
         lines.append(" · ".join(flags))
-    return "\n".join(cut(text, LINE_MAX) for text in lines)
+    return "\n".join(clip(text, LINE_MAX) for text in lines)
 
 
 def tally(rows: list[dict[str, Any]]) -> str:
@@ -272,7 +198,7 @@ def parse_list(args: str, policy: Policy) -> ListQuery:
             severity = found.name
             continue
         raise InvalidCommand(
-            f"`{cut(words[index - 1], 40)}`: write {LIST_USAGE}. "
+            f"`{clip(words[index - 1], 40)}`: write {LIST_USAGE}. "
             f"Severities: {policy.severity_words()}."
         )
     return ListQuery(severity=severity, page=page)

@@ -7,6 +7,7 @@ title of `<!channel>` shows as text and pings nobody, in blocks and in the `text
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 
 from bot.domain.policy import Policy, human_duration
@@ -51,24 +52,75 @@ def utc(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
 
 
+ELLIPSIS = "…"
+# Tokens a cut must not split: `<…>` (mentions, channels, links, dates; an unclosed `<` runs to
+# the end), entities (`&amp;`, `&#128293;`) and emoji short codes (`:fire:`, `:+1:`).
+_TOKEN = re.compile(
+    r"<[^<>]*>?"  # <@U…>, <#C…>, <!date^…|…>, <https://…|…>
+    r"|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);"  # &amp; &lt; &#128293;
+    r"|:[a-z0-9_+'-]+:"  # :fire: :+1: :skin-tone-3:
+)
+_ZWJ = "\u200d"
+
+
+def _continues(char: str) -> bool:
+    """Whether `char` belongs to the character before it (drawn as one with it)."""
+    code = ord(char)
+    return (
+        unicodedata.category(char) in ("Mn", "Mc", "Me")  # accents, the keycap's enclosing mark
+        or code == 0x200D  # zero-width joiner (family and profession emoji)
+        or 0xFE00 <= code <= 0xFE0F  # variation selectors (the red heart is U+2764 U+FE0F)
+        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
+        or 0xE0020 <= code <= 0xE007F  # tags (the flags of England, Scotland, Wales)
+        or 0xE0100 <= code <= 0xE01EF  # variation selectors supplement
+        or 0xDC00 <= code <= 0xDFFF  # a low surrogate (text decoded with surrogatepass)
+    )
+
+
+def _regional(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF  # two regional indicators make a country flag
+
+
+def _splits_a_character(text: str, at: int) -> bool:
+    if at <= 0 or at >= len(text):
+        return False
+    before, after = text[at - 1], text[at]
+    if _continues(after) or before == _ZWJ or 0xD800 <= ord(before) <= 0xDBFF:
+        return True
+    if _regional(before) and _regional(after):
+        run = 0
+        while at - 1 - run >= 0 and _regional(text[at - 1 - run]):
+            run += 1
+        return run % 2 == 1  # `before` opens a flag that `after` closes
+    return False
+
+
+def _safe(text: str, at: int) -> int:
+    """The nearest place at or before `at` where `text` can be cut."""
+    while True:
+        moved = at
+        for token in _TOKEN.finditer(text, 0, len(text)):
+            if token.start() >= at:
+                break
+            if token.start() < at < token.end():
+                at = token.start()
+                break
+        while _splits_a_character(text, at):
+            at -= 1
+        if at == moved:
+            return at
+
+
 def clip(text: str, limit: int) -> str:
-    """`text` within `limit` characters, cut with "…" at a safe place: never inside an
-    `&…;` entity or a `<…>` mention, link or date (half of one shows as raw markup), and
-    at a word boundary when one is near."""
+    """`text` in at most `limit` characters: as it is when it fits, else cut at a safe place
+    (never inside `<…>`, an `&…;` entity, a `:short_code:` or a character drawn as several
+    code points) with `…` at the end. Lengths are Python characters (code points), as
+    slack_sdk checks them."""
     if len(text) <= limit:
         return text
-    end = limit - 1
-    moved = True
-    while moved:  # back off before any `<…>` or `&…;` the cut would split
-        moved = False
-        for opener, closer in (("<", ">"), ("&", ";")):
-            start = text.rfind(opener, 0, end)
-            if start >= 0 and not 0 <= text.find(closer, start) < end:
-                end, moved = start, True
-    space = text.rfind(" ", 0, end)
-    if space > 0 and space >= end - 15 and space > end // 2:
-        end = space
-    return text[:end].rstrip() + "…"
+    if limit <= 0:
+        return ""
+    return text[: _safe(text, limit - len(ELLIPSIS))].rstrip() + ELLIPSIS
 
 
 NO_TARGETS = (
