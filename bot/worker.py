@@ -43,6 +43,10 @@ LONG_WAIT = timedelta(minutes=5)  # work pending longer than this is reported
 # How often the liveness lock's connection is checked even when nothing failed: a database
 # restart between two rounds kills it without the loop noticing.
 LIVENESS_CHECK_SECONDS = 5.0
+# Keys that make a repeated form submission act once are kept this long (Slack repeats
+# within minutes; a modal does not stay open for days), then dropped once an hour.
+ONCE_KEEP = timedelta(days=7)
+HOUSEKEEPING_SECONDS = 3600.0
 
 
 def backoff(attempts: int) -> float:
@@ -83,6 +87,14 @@ class Worker:
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
         self._wakeup.set()
+
+    async def housekeep(self) -> int:
+        """Drop what is kept only for a while (the once-keys of old form submissions)."""
+        async with self.store.transaction() as tx:
+            dropped = await tx.forget_once_keys(before=self.clock.now() - ONCE_KEEP)
+        if dropped:
+            log.info("dropped %d once-keys older than %s", dropped, ONCE_KEEP)
+        return dropped
 
     async def run_once(self) -> int:
         """Fire the due timers, then claim and run one batch of due jobs; returns how many."""
@@ -213,6 +225,7 @@ class Worker:
         self.running = True
         failures = 0
         checked = time.monotonic()
+        tidied = 0.0
         while not self._stopping:
             self.heartbeat = time.monotonic()
             try:
@@ -220,6 +233,9 @@ class Worker:
                 if self.reconnect is not None and (failures or due):
                     await self.reconnect()
                     checked = time.monotonic()
+                if self.heartbeat - tidied >= HOUSEKEEPING_SECONDS:
+                    await self.housekeep()
+                    tidied = time.monotonic()
                 ran = await self.run_once()
                 if not ran:
                     await self._sleep()

@@ -247,3 +247,16 @@ async def test_control_characters_never_reach_the_record(slack: Slack) -> None:
     async with slack.bot.database.transaction() as c:
         title = (await c.execute(select(incidents.c.title))).scalar_one()
     assert title == "payment[31m down"
+
+
+# ---- what is kept only for a while ----------------------------------------------------------
+async def test_old_once_keys_are_dropped_and_recent_ones_kept(slack: Slack) -> None:
+    store = slack.bot.store
+    now = slack.clock.now()
+    async with store.transaction() as tx:
+        assert await tx.remember("view:OLD", now=now - timedelta(days=8))
+        assert await tx.remember("view:NEW", now=now - timedelta(days=1))
+    assert await slack.bot.worker.housekeep() == 1
+    async with store.transaction() as tx:
+        assert await tx.remember("view:OLD", now=now), "forgotten: it may be recorded again"
+        assert not await tx.remember("view:NEW", now=now), "still remembered"

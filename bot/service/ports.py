@@ -148,6 +148,10 @@ class Tx(Protocol):
         so the work it guards is done once however often it arrives."""
         ...
 
+    async def forget_once_keys(self, *, before: datetime) -> int:
+        """Drop the keys recorded before `before` (long past any repeat); returns how many."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...

@@ -694,6 +694,10 @@ class SqlTx(_TimerMixin):
         result = await self.c.execute(statement)
         return bool(result.rowcount)
 
+    async def forget_once_keys(self, *, before: datetime) -> int:
+        result = await self.c.execute(delete(once_keys).where(once_keys.c.at < before))
+        return int(result.rowcount or 0)
+
 
 class SqlStore:
     """The `Store` port over a `Database`."""
