@@ -260,3 +260,42 @@ async def test_old_once_keys_are_dropped_and_recent_ones_kept(slack: Slack) -> N
     async with store.transaction() as tx:
         assert await tx.remember("view:OLD", now=now), "forgotten: it may be recorded again"
         assert not await tx.remember("view:NEW", now=now), "still remembered"
+
+
+# ---- a wake-up is never lost ------------------------------------------------------------------
+class CommitsWhileLooking:
+    """A store on which, while the worker asks what is due next, a request commits new work
+    and wakes the worker (the race between a command and the worker going to sleep)."""
+
+    def __init__(self, store: SqlStore, worker: list[Worker]) -> None:
+        self.store, self.worker = store, worker
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        async with self.store.transaction() as tx:
+            real = tx.next_job_due
+
+            async def next_job_due() -> Any:
+                due = await real()
+                self.worker[0].wake()  # committed right after the worker looked
+                return due
+
+            tx.next_job_due = next_job_due  # type: ignore[method-assign]
+            yield tx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_work_committed_while_the_worker_looks_wakes_it(slack: Slack) -> None:
+    holder: list[Worker] = []
+    store = CommitsWhileLooking(slack.bot.store, holder)
+    worker = Worker(
+        store=store,
+        run_job=slack.bot.executor,
+        clock=slack.clock,
+        poll_seconds=30,
+    )
+    holder.append(worker)
+    # Without the wake-up the worker would sleep the whole 30 s poll.
+    await asyncio.wait_for(worker._sleep(), timeout=5)
