@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import ack_latency, timers
+from bench import load, timers
 
 
 def main() -> None:
     sys.argv = [sys.argv[0]]
-    ack_latency.main()
+    load.main()
     timers.main()
 
 

@@ -5,6 +5,10 @@ whose only listener calls ack(), served the same way (listeners before the respo
 the bot runs). The bot rows include the database transaction the command performs.
 
     python -m bench.ack_latency [--requests 300]
+
+The client here shares the server's process and event loop, so its own tail is counted
+as the server's; `python -m bench.load` (what `make bench` runs) measures from a load
+generator in its own process, under concurrency, against the real `python -m bot`.
 """
 
 from __future__ import annotations
