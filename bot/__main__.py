@@ -74,11 +74,13 @@ async def _start(settings: Settings, held: contextlib.AsyncExitStack) -> None:
     socket = socket_mode(settings)
     if socket is not None:
         await socket.check()
-    await preflight.bot_token(settings)
+    identity = await preflight.bot_token(settings)
     held.enter_context(single_process(settings.database_url))
     from bot.runtime import Runtime
 
     runtime = await Runtime.create(settings, socket=socket, policy=policy)
+    if identity is not None:
+        runtime.identity.adopt(identity)  # asked once, not again by start()
     held.push_async_callback(runtime.close)
     await runtime.start()
 

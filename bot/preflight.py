@@ -131,15 +131,16 @@ async def database(url: str) -> None:
     await connection.close()
 
 
-async def bot_token(settings: Settings) -> None:
-    """auth.test: a token Slack refuses stops start-up; Slack unreachable does not."""
+async def bot_token(settings: Settings) -> dict[str, Any] | None:
+    """auth.test: a token Slack refuses stops start-up; Slack unreachable does not. Returns
+    Slack's answer (the bot's identity) when it gave one."""
     client = AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         timeout=10,
     )
     try:
-        await client.auth_test()
+        response = await client.auth_test()
     except SlackApiError as exc:
         error = str(exc.response.get("error") or "")
         if error in REFUSED_TOKEN:
@@ -147,3 +148,6 @@ async def bot_token(settings: Settings) -> None:
         log.warning("auth.test answered %s; starting anyway", error or exc.response.status_code)
     except Exception as exc:  # unreachable: start, the identity is learned later
         log.warning("Slack could not be reached to check SLACK_BOT_TOKEN (%s); starting", exc)
+    else:
+        return dict(response.data) if isinstance(response.data, dict) else None
+    return None

@@ -107,3 +107,17 @@ async def test_slack_unreachable_is_not_a_wrong_setting(tmp_path: Path) -> None:
     async with bot_process(env, tmp_path) as (_, log):
         pass
     assert any("incident bot ready" in line for line in log)
+
+
+async def test_slack_is_asked_who_the_bot_is_once(tmp_path: Path) -> None:
+    async with FakeSlack() as fake:
+        env = {
+            "SLACK_BOT_TOKEN": fake.bot_token,
+            "SLACK_SIGNING_SECRET": "signing-secret-1",
+            "SLACK_API_URL": fake.api_url,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+        }
+        async with bot_process(env, tmp_path) as (_, log):
+            await asyncio.sleep(0.5)  # start() would ask again in the background
+        assert len(fake.calls_to("auth.test")) == 1
+    assert any("signed in as" in line for line in log)

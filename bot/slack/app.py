@@ -55,15 +55,21 @@ class Identity:
     bot_id: str | None = None
 
     async def learn(self, client: AsyncWebClient) -> None:
+        if self.team_id is not None:
+            return  # already known (start-up's token check asked Slack)
         try:
             response = await client.auth_test()
         except Exception as exc:  # Slack unreachable at start-up: requests still work
             log.warning("auth.test failed (%s); the bot's identity is learned later", exc)
             return
-        self.team_id = response.get("team_id")
-        self.bot_user_id = response.get("user_id")
-        self.bot_id = response.get("bot_id")
-        log.info("Slack: signed in as %s in workspace %s", response.get("user"), self.team_id)
+        self.adopt(dict(response.data) if isinstance(response.data, dict) else {})
+
+    def adopt(self, answer: dict[str, Any]) -> None:
+        """Take the bot's identity from an auth.test answer."""
+        self.team_id = answer.get("team_id")
+        self.bot_user_id = answer.get("user_id")
+        self.bot_id = answer.get("bot_id")
+        log.info("Slack: signed in as %s in workspace %s", answer.get("user"), self.team_id)
 
 
 class _NoTokenNotice(logging.Filter):
