@@ -33,23 +33,17 @@ from typing import Any
 
 from slack_sdk.models.blocks import (
     Block,
-    ContextBlock,
-    HeaderBlock,
-    MarkdownTextObject,
-    PlainTextObject,
-    SectionBlock,
 )
 from slack_sdk.models.views import View
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.policy import Policy
-from bot.slack.blocks import Message
+from bot.slack.blocks import SECTION_MAX, Message, _context, _header, _section
 from bot.slack.texts import clip, duration_text, escape, mention, when
 
 MESSAGE_BLOCKS = 50  # blocks in a message
 HOME_BLOCKS = 100  # blocks in a Home tab view
-TEXT_MAX = 3000  # characters in a text object: a section's text, a context element
-HEADER_MAX = 150  # characters in a header
+TEXT_MAX = SECTION_MAX  # characters in a text object: a section's text, a context element
 
 PAGE_SIZE = 20  # incidents on a page of `/incident list`
 HOME_FULL = 2 * PAGE_SIZE  # incidents the Home shows in full (the first two list pages)
@@ -58,18 +52,6 @@ LINE_MAX = 600  # characters of one incident's line; a section holds at least 4 
 
 
 # ---- blocks ------------------------------------------------------------------------------------
-def _header(text: str) -> HeaderBlock:
-    return HeaderBlock(text=PlainTextObject(text=clip(text, HEADER_MAX), emoji=True))
-
-
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=clip(text, TEXT_MAX)))
-
-
-def _context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=clip(text, TEXT_MAX))])
-
-
 def _pack(lines: Iterable[str], *, sections: int) -> tuple[list[Block], int]:
     """At most `sections` sections holding as many of `lines` (in order) as fit in full;
     and how many lines they hold."""
