@@ -19,7 +19,7 @@ from bot.slack.blocks import Modal
 from bot.store.repository import SqlStore
 from bot.store.tables import incidents, slack_jobs, timers
 from bot.worker import Worker
-from tests.harness import Slack, message_text
+from tests.harness import Slack, message_text, post_as
 
 
 def incident_channels(slack: Slack) -> list[str]:
@@ -299,3 +299,25 @@ async def test_work_committed_while_the_worker_looks_wakes_it(slack: Slack) -> N
     holder.append(worker)
     # Without the wake-up the worker would sleep the whole 30 s poll.
     await asyncio.wait_for(worker._sleep(), timeout=5)
+
+
+async def test_a_lost_answer_on_the_pin_mark_marks_once(slack: Slack) -> None:
+    channel = await slack.declare("sev2 search slow")
+    message = post_as(channel, "U0CAROL", "failover started", at=slack.clock.now())
+    pin = {
+        "type": "reaction_added",
+        "user": "U0BOB",
+        "reaction": "pushpin",
+        "item": {"type": "message", "channel": channel.id, "ts": message.ts},
+    }
+    slack.fake.lose_answer("reactions.add")
+    await slack.driver.event(pin, event_id="Ev0LOST1")
+    await run_retries(slack, 3, step=5)
+    assert message.reactions.get("white_check_mark") == [slack.fake.bot_user_id]
+    record = await slack.record(channel)
+    pinned = [
+        e
+        for e in await slack.bot.service.timeline(record.incident.id)
+        if e.kind == "message_pinned"
+    ]
+    assert len(pinned) == 1, "on the timeline once"
