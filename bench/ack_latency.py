@@ -44,7 +44,10 @@ class _NoStore:
     async def ping(self) -> bool:
         return True
 
-    def transaction(self) -> Any:
+    def transaction(self, *, read_only: bool = False) -> Any:
+        raise NotImplementedError
+
+    async def take_number(self, day: Any) -> int | None:
         raise NotImplementedError
 
 

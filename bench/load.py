@@ -418,9 +418,27 @@ class Live:
 
 
 @dataclass
+class Backlog:
+    """Slack held back while declarations pile up work, then let go: how fast the worker
+    drains it (to each declaration's alert), and how requests are answered meanwhile."""
+
+    database: str
+    declarations: int
+    jobs: int  # Slack jobs pending when Slack answered again
+    drain_s: float  # from Slack answering again to the last of the alerts posted
+    bot: Figures  # `/incident note` answered while the worker drained
+    floor: Figures
+
+    @property
+    def per_second(self) -> float:
+        return self.declarations / self.drain_s if self.drain_s > 0 else 0.0
+
+
+@dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
     live: list[Live] = field(default_factory=list)
+    backlogs: list[Backlog] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     postgres: str | None = None
 
@@ -548,13 +566,7 @@ class BotRun:
             return await self.declarations(count)
         if kind == "button":
             return [await self.capture.acknowledge(a) for a in await self.unclicked(count)]
-        channels = [a.channel for a in alerts(self.fake)]
-        return [
-            await self.capture.slash(
-                f"note bench note {i}", channel=channels[i % len(channels)], expect="Note added"
-            )
-            for i in range(count)
-        ]
+        return await self.notes(count)
 
     async def row(self, kind: str, n: int) -> Row:
         """The floor, then the bot, each sent the same requests at `n` in flight."""
@@ -582,6 +594,64 @@ class BotRun:
             n,
             Figures(ms, [e for e in errors if e]),
             Figures(floor_ms[skip:], [e for e in floor_errors[skip:] if e]),
+        )
+
+    async def notes(self, count: int) -> list[Request]:
+        channels = [a.channel for a in alerts(self.fake)]
+        return [
+            await self.capture.slash(
+                f"note bench note {i}", channel=channels[i % len(channels)], expect="Note added"
+            )
+            for i in range(count)
+        ]
+
+    async def backlog(self, declarations: int, notes: int) -> Backlog:
+        """Hold the stand-in's answers while `declarations` are made (their Slack work
+        piles up), let go, and time the drain to the last alert; meanwhile send `notes`
+        one at a time and time their answers. The floor gets the same notes first."""
+        await drain(self.http, self.base)
+        first = 100_000 + self.declared
+        self.declared += declarations
+        requests = [
+            await self.capture.slash(
+                f"sev3 live {first + i}", channel=self.general, expect="declared ("
+            )
+            for i in range(declarations)
+        ]
+        during = await self.notes(notes)
+        acks_only = [Request(r.content_type, r.body, "") for r in during]
+        _, floor_ms, floor_errors = await self.gen.run(self.floor_events, acks_only, in_flight=1)
+        self.fake.hold()
+        try:
+            _, _, errors = await self.gen.run(self.events, requests, in_flight=20)
+            async with self.http.get(f"{self.base}/healthz") as response:
+                jobs = int((await response.json()).get("jobs_pending") or 0)
+        finally:
+            released = time.monotonic()
+            self.fake.release()
+        answering = asyncio.create_task(self.gen.run(self.events, during, in_flight=1))
+        wanted = range(first, first + declarations)
+        with contextlib.suppress(AssertionError):  # wait_for's timeout: counted below
+            await self.fake.wait_for(lambda: all(i in self.clock.live for i in wanted), timeout=120)
+        posted = [self.clock.live[i] for i in wanted if i in self.clock.live]
+        drained = (max(posted) if posted else time.monotonic()) - released
+        sent, ms, note_errors = await answering
+        # Only the notes sent while the worker was still draining count.
+        kept = [
+            (m, e) for t, m, e in zip(sent, ms, note_errors, strict=True) if t < released + drained
+        ]
+        problems = [e for e in errors if e] + [e for _, e in kept if e]
+        problems += [
+            f"declaration {i} not live after 120 s" for i in wanted if i not in self.clock.live
+        ]
+        await drain(self.http, self.base)
+        return Backlog(
+            self.database,
+            declarations,
+            jobs,
+            drained,
+            Figures([m for m, _ in kept] or [0.0], problems),
+            Figures(floor_ms, [e for e in floor_errors if e]),
         )
 
     async def declaration_to_live(self, rate: float, seconds: float) -> Live:
@@ -673,6 +743,10 @@ async def bot_rows(
                 for n in options.in_flight:
                     report.rows.append(await run.row(kind, n))
                     progress(f"{database}: {kind} at {n} in flight")
+            report.backlogs.append(
+                await run.backlog(options.backlog_declarations, options.backlog_notes)
+            )
+            progress(f"{database}: draining a backlog")
         took = [t * 1000 for t in clock.handling]
         report.notes.append(
             f"{database}: the stand-in answered the bot's {len(took)} Web API calls in "
@@ -812,7 +886,31 @@ def render(report: Report) -> str:
                 f"{statistics.median(live.ack_ms):.1f} | {percentile(live.ack_ms, 0.99):.1f} | "
                 f"{figures} | {len(live.errors)} |"
             )
+    if report.backlogs:
+        out += [
+            "",
+            "Draining a backlog: the stand-in held its answers while declarations were made, "
+            "then answered again. Drained: from then to the last declaration's alert posted. "
+            "Meanwhile `/incident note …` was sent one at a time (milliseconds; the floor got "
+            "the same notes).",
+            "",
+            "| database | declarations | jobs pending | drained in (s) | declarations/s "
+            "| notes | p50 | p99 | max | errors | floor p50 | floor p99 | p99 × floor |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for b in report.backlogs:
+            out.append(
+                f"| {b.database} | {b.declarations} | {b.jobs} | {b.drain_s:.2f} | "
+                f"{b.per_second:.0f} | {len(b.bot.ms)} | {b.bot.p50:.1f} | {b.bot.p99:.1f} | "
+                f"{max(b.bot.ms):.1f} | {len(b.bot.errors)} | {b.floor.p50:.1f} | "
+                f"{b.floor.p99:.1f} | ×{b.bot.p99 / b.floor.p99:.1f} |"
+            )
     notes = list(report.notes)
+    notes += [
+        f"first error, backlog, {b.database}: {b.bot.errors[0]}"
+        for b in report.backlogs
+        if b.bot.errors
+    ]
     for row in report.rows:
         where = f"{row.request}, {row.database}, {row.in_flight} in flight"
         if row.bot.errors:
@@ -850,6 +948,15 @@ def main() -> None:
     )
     parser.add_argument("--live-rate", type=float, default=10.0, help="declarations a second")
     parser.add_argument(
+        "--backlog-declarations",
+        type=int,
+        default=None,
+        help="declarations made while Slack is held (default 120: about 1,000 jobs)",
+    )
+    parser.add_argument(
+        "--backlog-notes", type=int, default=300, help="notes sent while the backlog drains"
+    )
+    parser.add_argument(
         "--live-seconds", type=float, default=None, help="for how long (default 10; e.g. 30)"
     )
     parser.add_argument(
@@ -868,6 +975,8 @@ def main() -> None:
         options.declarations = 30 if options.quick else 100
     if options.live_seconds is None:
         options.live_seconds = 3.0 if options.quick else 10.0
+    if options.backlog_declarations is None:
+        options.backlog_declarations = 30 if options.quick else 120
     STARTED[0] = time.monotonic()
     try:
         report = asyncio.run(measure(options))

@@ -141,7 +141,7 @@ def call_outcome(response: HttpResponse | None, error: Exception | None) -> str:
 
 async def database_families(*, store: Store, policy: Policy, clock: Clock) -> list[Metric]:
     """The series read from the database, as of now (drills excluded except from the queues)."""
-    async with store.transaction() as tx:
+    async with store.transaction(read_only=True) as tx:
         counts = await tx.counts()
         pending, oldest = await tx.job_backlog(now=clock.now())
         timers = await tx.pending_timer_count()

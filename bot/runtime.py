@@ -168,7 +168,7 @@ class Runtime:
         )
 
         async def backlog() -> tuple[int, float]:
-            async with store.transaction() as tx:
+            async with store.transaction(read_only=True) as tx:
                 return await tx.job_backlog(now=clock.now())
 
         socket = socket or socket_mode(settings)

@@ -47,6 +47,8 @@ LIVENESS_CHECK_SECONDS = 5.0
 # within minutes; a modal does not stay open for days), then dropped once an hour.
 ONCE_KEEP = timedelta(days=7)
 HOUSEKEEPING_SECONDS = 3600.0
+# How long a round keeps claiming jobs as slots free up before due timers are looked at.
+REFILL_SECONDS = 0.25
 
 
 def backoff(attempts: int) -> float:
@@ -97,7 +99,14 @@ class Worker:
         return dropped
 
     async def run_once(self) -> int:
-        """Fire the due timers, then claim and run one batch of due jobs; returns how many."""
+        """Fire the due timers, then claim and run due jobs; returns how many.
+
+        Jobs run side by side, up to `concurrency`. Each one's outcome is recorded as soon
+        as it ends, in the same transaction that claims the next due jobs (the next job of
+        that incident among them), so a slot never waits for a slower neighbour and an
+        incident's jobs follow each other without a round of their own. New claims stop
+        after `REFILL_SECONDS`, so that due timers are looked at again in time.
+        """
         fired = await self.timers.fire_due_timers(worker=self.name) if self.timers else 0
         async with self.store.transaction() as tx:
             jobs = await tx.claim_jobs(
@@ -106,36 +115,55 @@ class Worker:
                 limit=self.concurrency,
                 lease_seconds=self.lease_seconds,
             )
-        if jobs:
-            renewal = asyncio.create_task(self._keep_claims([job.id for job in jobs]))
-            try:
-                outcomes = await asyncio.gather(*(self._run(job) for job in jobs))
-            finally:
-                renewal.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await renewal
-            await self._record(outcomes)
-        return fired + len(jobs)
+        if not jobs:
+            return fired
+        started = time.monotonic()
+        running = {asyncio.create_task(self._run(job)): job for job in jobs}
+        renewal = asyncio.create_task(self._keep_claims(lambda: [j.id for j in running.values()]))
+        ran = len(jobs)
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                outcomes = []
+                for task in done:
+                    running.pop(task)
+                    outcomes.append(task.result())
+                refill = not self._stopping and time.monotonic() - started < REFILL_SECONDS
+                more = await self._record(
+                    outcomes,
+                    claim=self.concurrency - len(running) if refill else 0,
+                    running=[job.id for job in running.values()],
+                )
+                for job in more:
+                    running[asyncio.create_task(self._run(job))] = job
+                ran += len(more)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewal
+            for task in running:  # only when recording failed (the database went away)
+                task.cancel()
+        return fired + ran
 
-    async def _keep_claims(self, job_ids: list[int]) -> None:
-        """While a batch runs, renew its claims so no other replica takes a slow job over."""
+    async def _keep_claims(self, job_ids: Callable[[], list[int]]) -> None:
+        """While jobs run, renew their claims so no other replica takes a slow job over."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 async with self.store.transaction() as tx:
                     await tx.renew_jobs(
-                        job_ids,
+                        job_ids(),
                         worker=self.name,
                         now=self.clock.now(),
                         lease_seconds=self.lease_seconds,
                     )
             except Exception:  # the database is away: the next round tries again
-                log.warning("could not renew the claims of jobs %s", job_ids, exc_info=True)
+                log.warning("could not renew the claims of jobs %s", job_ids(), exc_info=True)
 
     async def _run(self, job: Job) -> tuple[Job, str, Any]:
         """Run one job; returns (job, "done" | "retry" | "failed", result or error)."""
         if job.incident_id:
-            logs.concerning(job.incident_id)  # this job runs in its own task (gather)
+            logs.concerning(job.incident_id)  # this job runs in its own task
         try:
             result = await self.run_job(job)
         except JobRetry as retry:
@@ -150,9 +178,12 @@ class Worker:
             return job, "retry", (f"{type(exc).__name__}: {exc}", None, False)
         return job, "done", result
 
-    async def _record(self, outcomes: list[tuple[Job, str, Any]]) -> None:
-        """Write a batch's outcomes in one transaction; a job whose claim another worker
-        took over (its lease ran out) is recorded by that worker, not here."""
+    async def _record(
+        self, outcomes: list[tuple[Job, str, Any]], *, claim: int = 0, running: list[int]
+    ) -> list[Job]:
+        """Write outcomes in one transaction, and claim up to `claim` due jobs in it (never
+        one of `running`, still under way here); a job whose claim another worker took
+        over (its lease ran out) is recorded by that worker, not here."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
             for job, outcome, value in outcomes:
@@ -183,6 +214,15 @@ class Worker:
                     )
                 if not held:
                     log.warning("slack job %s was taken over by another worker", job.id)
+            if claim <= 0:
+                return []
+            return await tx.claim_jobs(
+                now=now,
+                worker=self.name,
+                limit=claim,
+                lease_seconds=self.lease_seconds,
+                running=running,
+            )
 
     def _report_long_wait(self, job: Job, now: datetime, error: str) -> None:
         """One log line per incident (not per retry) once its work has waited too long."""
@@ -205,7 +245,7 @@ class Worker:
         """Sleep until the next job or timer is due, a wake-up, or the poll interval (other
         processes may have planned something) — whichever comes first."""
         self._wakeup.clear()  # before looking: work committed meanwhile wakes us at once
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             dues = [await tx.next_job_due()]
         if self.timers is not None:
             dues.append(await self.timers.next_timer_due())

@@ -696,6 +696,18 @@ async def test_latency(fake: FakeSlack, client: AsyncWebClient) -> None:
     assert time.monotonic() - started < 0.25
 
 
+async def test_hold_keeps_every_answer_until_released(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.hold()
+    calls = [asyncio.create_task(client.auth_test()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(call.done() for call in calls)
+    fake.release()
+    assert all(r["ok"] for r in await asyncio.wait_for(asyncio.gather(*calls), 2))
+    assert (await asyncio.wait_for(client.auth_test(), 2))["ok"] is True  # released for good
+
+
 async def test_wait_for(fake: FakeSlack) -> None:
     box: list[int] = []
     asyncio.get_running_loop().call_later(0.05, box.append, 42)

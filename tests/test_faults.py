@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -123,6 +123,25 @@ async def test_a_worker_whose_claim_was_taken_over_records_nothing(slack: Slack)
     assert row.result == {"by": "B"}
 
 
+async def test_a_worker_never_claims_again_what_it_is_still_running(slack: Slack) -> None:
+    """The worker claims new jobs while others of its own still run: those are not
+    "abandoned" to it, even once their lease ran out or (PostgreSQL) when its liveness
+    lock is not held — running them twice would post twice. Another worker may take
+    them over once they are abandoned, and so may this one once it no longer runs them."""
+    await slack.command("sev2 search slow", settle=False)
+    now = slack.clock.now()
+    async with slack.bot.store.transaction() as tx:
+        (mine,) = await tx.claim_jobs(now=now, worker="A", limit=1, lease_seconds=10)
+    later = now + timedelta(seconds=11)
+    async with slack.bot.store.transaction() as tx:
+        again = await tx.claim_jobs(
+            now=later, worker="A", limit=10, lease_seconds=10, running=[mine.id]
+        )
+        assert mine.id not in [job.id for job in again]
+        theirs = await tx.claim_jobs(now=later, worker="B", limit=10, lease_seconds=10)
+        assert mine.id in [job.id for job in theirs]
+
+
 # ---- one bad timer stays one failure ---------------------------------------------------------
 def policy_without_sev1() -> Policy:
     data = default_policy().model_dump(mode="json")
@@ -160,11 +179,16 @@ class FlakyStore:
         self.down = False
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Any]:
         if self.down:
             raise ConnectionRefusedError("database unreachable")
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=read_only) as tx:
             yield tx
+
+    async def take_number(self, day: date) -> int | None:
+        if self.down:
+            raise ConnectionRefusedError("database unreachable")
+        return await self.store.take_number(day)
 
     async def ping(self) -> bool:
         return not self.down and await self.store.ping()
@@ -271,8 +295,8 @@ class CommitsWhileLooking:
         self.store, self.worker = store, worker
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        async with self.store.transaction() as tx:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Any]:
+        async with self.store.transaction(read_only=read_only) as tx:
             real = tx.next_job_due
 
             async def next_job_due() -> Any:

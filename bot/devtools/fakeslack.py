@@ -544,6 +544,7 @@ class FakeSlack:
         self._last_ts_us = 0
         self._faults: dict[str, deque[_Fault]] = {}
         self._latency: dict[str, float] = {}
+        self._held: asyncio.Event | None = None  # set while answers are held back
         self._upload_keys: dict[str, str] = {}  # upload key → file id
         self._triggers: dict[str, float] = {}  # trigger_id → issued at (monotonic)
         self._used_triggers: set[str] = set()
@@ -810,6 +811,18 @@ class FakeSlack:
         for _ in range(times):
             self._faults.setdefault(method, deque()).append(_Fault("lose_answer"))
 
+    def hold(self) -> None:
+        """Hold every Web API answer until `release()` (Slack away without failing: the
+        bot's work piles up, as in an outage its clients wait out)."""
+        if self._held is None:
+            self._held = asyncio.Event()
+
+    def release(self) -> None:
+        """Answer what was held, and everything after it, at once."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.set()
+
     def latency(self, method: str, seconds: float) -> None:
         """Delay every answer to ``method`` by ``seconds`` (0 clears)."""
         if seconds <= 0:
@@ -867,6 +880,8 @@ class FakeSlack:
         token = self._token_of(request, args)
         args.pop("token", None)
 
+        if self._held is not None:
+            await self._held.wait()
         delay = self._latency.get(method)
         if delay:
             await asyncio.sleep(delay)

@@ -52,6 +52,11 @@ class TooSlow(DomainError):
         super().__init__(message)
 
 
+def in_request() -> bool:
+    """Whether the caller works for someone waiting on a Slack request (inside `within`)."""
+    return _attempt.get() is not None
+
+
 def commit_starting() -> None:
     """Called by the store just before it sends COMMIT: from here the outcome is unknown."""
     attempt = _attempt.get()

@@ -368,9 +368,10 @@ class IncidentService:
         submission of the same form declare nothing more."""
         level = self.severity(severity)
         now = self.clock.now()
+        taken = await self.store.take_number(now.date())
         async with self.store.transaction() as tx:
             await _once(tx, once, now)
-            seq = await tx.next_sequence(now.date())
+            seq = taken if taken is not None else await tx.next_sequence(now.date())
             incident, events = Incident.declare(
                 incident_id=incident_id(now.date(), seq),
                 title=title,
@@ -663,7 +664,7 @@ class IncidentService:
         self, incident_id: str, *, name: Callable[[str], str] | None = None
     ) -> tuple[str, str]:
         """The post-mortem draft of an incident: (file name, Markdown)."""
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             record = await tx.get(incident_id) if is_incident_id(incident_id) else None
             if record is None:
                 raise NotFound(f"There is no incident {incident_id}.")
@@ -690,7 +691,7 @@ class IncidentService:
     async def stats(self, window: str) -> Stats:
         now = self.clock.now()
         since = now - parse_window(window)
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             records = await tx.declared_since(since)
             entries = await tx.timelines([r.incident.id for r in records])
         pairs = [(r.incident, entries[r.incident.id]) for r in records]
@@ -781,18 +782,18 @@ class IncidentService:
         self.fired.append((claimed.timer.kind, lateness, bool(events)))
 
     async def next_timer_due(self) -> datetime | None:
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             return await tx.next_timer_due()
 
     # ---- queries -----------------------------------------------------------------------
     async def find(self, where: Where) -> IncidentRecord:
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             return await self._load(tx, where, lock=False)
 
     async def open_incidents(self) -> list[IncidentRecord]:
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             return await tx.open_incidents()
 
     async def timeline(self, incident_id: str) -> list[TimelineEntry]:
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             return await tx.timeline(incident_id)

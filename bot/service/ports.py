@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -105,7 +106,13 @@ class Tx(Protocol):
     async def open_incidents(self) -> list[IncidentRecord]: ...
     async def enqueue(self, jobs: list[NewJob], *, now: datetime) -> None: ...
     async def claim_jobs(
-        self, *, now: datetime, worker: str, limit: int, lease_seconds: int
+        self,
+        *,
+        now: datetime,
+        worker: str,
+        limit: int,
+        lease_seconds: int,
+        running: Sequence[int] = (),
     ) -> list[Job]: ...
     async def finish_job(
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
@@ -154,7 +161,16 @@ class Tx(Protocol):
 
 
 class Store(Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[Tx]:
+        """One unit of work; `read_only` promises it only reads (it may then run beside a
+        writer instead of after it)."""
+        ...
+
+    async def take_number(self, day: date) -> int | None:
+        """The day's next incident number taken beforehand, in a transaction of its own, or
+        None when the declaration should take it inside its own (`Tx.next_sequence`)."""
+        ...
+
     async def ping(self) -> bool: ...
 
 

@@ -125,7 +125,7 @@ class SlackExecutor:
     async def _record(self, job: Job) -> IncidentRecord:
         if job.incident_id is None:
             raise JobFailed("job without an incident")
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             record = await tx.get(job.incident_id)
         if record is None:
             raise JobFailed(f"incident {job.incident_id} does not exist")
@@ -190,7 +190,7 @@ class SlackExecutor:
                     continue
                 if channel.get("creator") != bot or float(channel.get("created") or 0) < since:
                     return None
-                async with self.store.transaction() as tx:
+                async with self.store.transaction(read_only=True) as tx:
                     taken = await tx.by_channel(str(channel["id"]))
                 return None if taken is not None else str(channel["id"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
@@ -211,7 +211,7 @@ class SlackExecutor:
         and ends (instead of spinning) if Slack refused to create it for good."""
         if record.slack.channel_id:
             return record.slack.channel_id
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             refused = await tx.channel_refused(record.incident.id)
         if refused:
             raise JobFailed(f"the incident channel could not be created ({refused})")
@@ -655,7 +655,7 @@ class SlackExecutor:
         if job.result.get("file"):
             return dict(job.result)
         channel = await self._channel(record)
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             entries = await tx.timeline(record.incident.id)
         people = {record.incident.declared_by, *(e.actor for e in entries if e.actor)}
         people |= {p for p in (record.incident.commander, *record.incident.roles.values()) if p}

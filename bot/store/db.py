@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from bot.service.deadline import commit_starting
+from bot.service.deadline import commit_starting, in_request
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,18 @@ CONNECT_SECONDS = 5.0
 STATEMENT_SECONDS = 15.0
 
 
-def _sqlite_setup(engine: AsyncEngine) -> None:
-    """WAL, a busy timeout, foreign keys, and `BEGIN IMMEDIATE` for every transaction.
+# Execution option marking a connection whose transaction only reads.
+READ_ONLY = "incident_bot_read_only"
 
-    Taking the write lock at BEGIN makes concurrent writers queue on the busy timeout
-    instead of failing with "database is locked" when a reader upgrades to a writer.
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    """WAL, a busy timeout, foreign keys, and `BEGIN IMMEDIATE` for every writing transaction.
+
+    Taking the write lock at BEGIN means a reader never has to upgrade to a writer (which
+    fails with "database is locked"). Writers of this process queue in `WriterQueue` before
+    they get there, so the busy timeout only matters against another program holding the
+    file. A read-only transaction begins deferred: in WAL mode it reads a snapshot while a
+    writer writes.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -51,7 +59,53 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class WriterQueue:
+    """SQLite's single writer, handed out in order: a Slack request's transaction first.
+
+    SQLite lets one transaction write at a time. Left to itself, every other writer sleeps
+    in SQLite's busy handler (sleeps growing to 100 ms, no order), so under a burst some
+    requests wait a second or more while the database is idle between the sleeps. Here
+    the writers of the process queue instead: first come, first served, except that a
+    transaction made for someone waiting on a Slack request (`deadline.in_request`) goes
+    ahead of the worker's background transactions. Handing over is immediate.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, *, urgent: bool) -> None:
+        if not self._held and not self._urgent and not self._background:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._background).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            # Handed over just as the waiter was cancelled: pass it on. (A waiter cancelled
+            # before its turn stays queued as a cancelled future, which `release` skips.)
+            if turn.done() and not turn.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._background):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # still held: it passes straight to that waiter
+                    return
+        self._held = False
+
+    @property
+    def waiting(self) -> int:
+        return sum(not turn.done() for turn in (*self._urgent, *self._background))
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -80,6 +134,8 @@ class Database:
         self._engine_kwargs = engine_kwargs
         self.engine = create_engine(url, **engine_kwargs)
         self._liveness: AsyncConnection | None = None
+        # SQLite: the process's writers take turns here (one process per file, see single.py).
+        self._writers = WriterQueue() if self.is_sqlite else None
 
     def reopen(self) -> Database:
         """A new engine on the same database (as a restarted process would have)."""
@@ -94,8 +150,28 @@ class Database:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed when the block ends (rolled back if it raises).
+
+        `read_only`: the block only reads. On SQLite it then neither takes the write lock
+        nor waits for a writer; without it, it waits its turn among the process's writers.
+        """
+        if self._writers is None or read_only:
+            async with self._transaction(read_only=read_only) as connection:
+                yield connection
+            return
+        await self._writers.acquire(urgent=in_request())
+        try:
+            async with self._transaction(read_only=False) as connection:
+                yield connection
+        finally:
+            self._writers.release()
+
+    @asynccontextmanager
+    async def _transaction(self, *, read_only: bool) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as connection:
+            if read_only:
+                await connection.execution_options(**{READ_ONLY: True})
             transaction = await connection.begin()
             try:
                 yield connection
@@ -168,7 +244,7 @@ class Database:
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as connection:
+            async with self.transaction(read_only=True) as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception:  # the health check reports any failure as "unreachable"
             log.warning("database ping failed", exc_info=True)

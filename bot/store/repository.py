@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -69,6 +69,20 @@ _REF_FIELDS = [
     "announce_channel_id",
     "announce_ts",
 ]
+
+
+def _next_number(day: date, *, postgres: bool) -> Any:
+    """The upsert that takes the day's next incident number."""
+    dialect_insert = postgresql.insert if postgres else sqlite.insert
+    return (
+        dialect_insert(incident_days)
+        .values(day=f"{day:%Y%m%d}", last_seq=1)
+        .on_conflict_do_update(
+            index_elements=[incident_days.c.day],
+            set_={"last_seq": incident_days.c.last_seq + 1},
+        )
+        .returning(incident_days.c.last_seq)
+    )
 
 
 def _blocked() -> Any:
@@ -314,19 +328,14 @@ class SqlTx(_TimerMixin):
 
     # ---- incidents ---------------------------------------------------------------------
     async def next_sequence(self, day: date) -> int:
-        """Atomically take the day's next number (an upsert: unique under concurrency)."""
-        key = f"{day:%Y%m%d}"
-        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
-        statement = (
-            dialect_insert(incident_days)
-            .values(day=key, last_seq=1)
-            .on_conflict_do_update(
-                index_elements=[incident_days.c.day],
-                set_={"last_seq": incident_days.c.last_seq + 1},
-            )
-            .returning(incident_days.c.last_seq)
-        )
-        return int((await self.c.execute(statement)).scalar_one())
+        """Atomically take the day's next number (an upsert: unique under concurrency).
+
+        Inside this transaction: a declaration rolled back gives its number back. Where
+        concurrent declarations would queue on the day's row for the length of their
+        transactions (PostgreSQL), the store takes the number beforehand instead
+        (`SqlStore.take_number`) and this is not called.
+        """
+        return int((await self.c.execute(_next_number(day, postgres=self._postgres))).scalar_one())
 
     async def add_incident(self, record: IncidentRecord) -> None:
         incident = record.incident
@@ -514,13 +523,22 @@ class SqlTx(_TimerMixin):
         )
 
     async def claim_jobs(
-        self, *, now: datetime, worker: str, limit: int, lease_seconds: int
+        self,
+        *,
+        now: datetime,
+        worker: str,
+        limit: int,
+        lease_seconds: int,
+        running: Sequence[int] = (),
     ) -> list[Job]:
         """Claim due jobs, at most one per incident and lane: the oldest unfinished of each.
 
         A job is claimable when pending and due, or running with an expired lease (its
         process died). Jobs of one incident run in the order they were recorded. On
         PostgreSQL the rows are locked with SKIP LOCKED, so replicas never share a job.
+        `running`: the jobs this worker is running at this moment, never claimed again
+        (it claims while they run; once it has stopped running one without recording it,
+        the database being away, that one is claimable like any abandoned job).
         """
         claimable = or_(
             and_(slack_jobs.c.state == JobState.PENDING, slack_jobs.c.run_after <= now),
@@ -530,34 +548,36 @@ class SqlTx(_TimerMixin):
             ),
         )
         blocked = _blocked()
-        statement = (
-            select(slack_jobs)
+        chosen = (
+            select(slack_jobs.c.id)
             .where(claimable, or_(slack_jobs.c.incident_id.is_(None), ~blocked))
             .order_by(slack_jobs.c.id)
             .limit(limit)
         )
+        if running:
+            chosen = chosen.where(slack_jobs.c.id.not_in(list(running)))
         if self._postgres:
-            statement = statement.with_for_update(skip_locked=True, of=slack_jobs)
-        rows = list((await self.c.execute(statement)).mappings())
-        if not rows:
-            return []
-        await self.c.execute(
+            chosen = chosen.with_for_update(skip_locked=True, of=slack_jobs)
+        # One statement: choose and claim (one round trip, and on SQLite one step).
+        statement = (
             update(slack_jobs)
-            .where(slack_jobs.c.id.in_([row["id"] for row in rows]))
+            .where(slack_jobs.c.id.in_(chosen))
             .values(
                 state=JobState.RUNNING,
                 locked_by=worker,
                 locked_until=now + timedelta(seconds=lease_seconds),
                 attempts=slack_jobs.c.attempts + 1,
             )
+            .returning(*slack_jobs.c)
         )
+        rows = sorted((await self.c.execute(statement)).mappings(), key=lambda row: row["id"])
         return [
             Job(
                 id=row["id"],
                 kind=JobKind(row["kind"]),
                 incident_id=row["incident_id"],
                 payload=dict(row["payload"] or {}),
-                attempts=row["attempts"] + 1,
+                attempts=row["attempts"],
                 result=dict(row["result"] or {}),
                 worker=worker,
                 created_at=row["created_at"],
@@ -706,9 +726,28 @@ class SqlStore:
         self.database = database
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqlTx]:
-        async with self.database.transaction() as connection:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+        async with self.database.transaction(read_only=read_only) as connection:
             yield SqlTx(connection)
+
+    async def take_number(self, day: date) -> int | None:
+        """PostgreSQL: the day's next incident number, taken in a transaction of its own
+        before the declaration's, so that concurrent declarations hold the day's row for a
+        moment instead of for their whole transaction (and never need two connections at
+        once). A declaration that then fails leaves its number unused: ids stay unique and
+        in order, and may skip a number. The commit does not wait for the disk: were it
+        lost in a crash, the declaration that used the number was lost too (PostgreSQL's
+        log is written in order), so no number is ever handed out twice.
+
+        SQLite: None — the declaration takes its number inside its own transaction
+        (`SqlTx.next_sequence`); writers take turns there anyway, and there are no gaps.
+        """
+        if self.database.is_sqlite:
+            return None
+        async with self.database.transaction() as connection:
+            await connection.execute(text("SET LOCAL synchronous_commit = off"))
+            number = (await connection.execute(_next_number(day, postgres=True))).scalar_one()
+        return int(number)
 
     async def ping(self) -> bool:
         return await self.database.ping()

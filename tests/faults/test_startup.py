@@ -308,7 +308,7 @@ async def test_work_waiting_too_long_shows_in_metrics_and_health(
     assert "\nincident_bot_jobs_pending 0.0\n" in metrics
     assert "\nincident_bot_oldest_pending_job_seconds 0.0\n" in metrics
 
-    if backend == "sqlite":  # whatever the database does, /healthz answers within a second
+    if backend == "sqlite":  # another program holding SQLite's write lock
         holder = sqlite3.connect(slack.bot.database.url.split("///", 1)[1], isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock, held by someone else
         try:
@@ -318,12 +318,9 @@ async def test_work_waiting_too_long_shows_in_metrics_and_health(
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+        # The health check only reads, and reading never waits for a writer (WAL): the
+        # answer is immediate and true — the database answers.
         assert took < 1.5, f"answered after {took:.2f} s"
-        assert health.status_code == 503
-        assert health.json()["database"] == "unreachable"
-        assert "jobs_pending" not in health.json(), "not known, so not said"
-        for _ in range(5):  # the lock is gone: healthy again
-            if (await slack.driver._http.get(f"{base}/healthz")).status_code == 200:
-                break
-        else:
-            raise AssertionError("/healthz did not recover")
+        assert health.status_code == 200, health.text
+        assert health.json()["database"] == "reachable"
+        assert health.json()["jobs_pending"] == 0

@@ -1,0 +1,219 @@
+"""A burst of requests: SQLite's writers take turns in the process, requests first.
+
+The figures (how long a burst waits) are the benchmark's (`python -m bench.load`); these
+tests pin down the behaviour behind them: nobody waits in SQLite's busy handler, and a
+request is never queued behind the worker's background transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from bot.service.deadline import within
+from bot.store.db import Database, WriterQueue
+from bot.store.repository import SqlStore
+from tests.conftest import _postgres_param
+from tests.harness import Slack
+
+
+async def test_writers_take_turns_in_order_requests_first() -> None:
+    queue = WriterQueue()
+    order: list[str] = []
+    await queue.acquire(urgent=False)  # held by someone already
+
+    async def take(name: str, *, urgent: bool) -> None:
+        await queue.acquire(urgent=urgent)
+        order.append(name)
+        await asyncio.sleep(0)
+        queue.release()
+
+    tasks = [
+        asyncio.create_task(take("worker 1", urgent=False)),
+        asyncio.create_task(take("worker 2", urgent=False)),
+        asyncio.create_task(take("request 1", urgent=True)),
+        asyncio.create_task(take("request 2", urgent=True)),
+    ]
+    await asyncio.sleep(0)
+    assert queue.waiting == 4
+    queue.release()
+    await asyncio.gather(*tasks)
+    assert order == ["request 1", "request 2", "worker 1", "worker 2"]
+    assert queue.waiting == 0
+    await asyncio.wait_for(queue.acquire(urgent=False), 1)  # free again
+
+
+async def test_a_waiter_that_gives_up_never_holds_the_queue() -> None:
+    queue = WriterQueue()
+    await queue.acquire(urgent=True)
+    gave_up = asyncio.create_task(queue.acquire(urgent=True))
+    waits = asyncio.create_task(queue.acquire(urgent=False))
+    await asyncio.sleep(0)
+    gave_up.cancel()  # a request past its deadline, before its turn
+    queue.release()
+    await asyncio.wait_for(waits, 1)
+    # Handed the turn in the very moment it is cancelled: the turn passes on.
+    handed = asyncio.create_task(queue.acquire(urgent=True))
+    after = asyncio.create_task(queue.acquire(urgent=False))
+    await asyncio.sleep(0)
+    queue.release()  # `handed` now holds it …
+    handed.cancel()  # … and is cancelled before it ran
+    with pytest.raises(asyncio.CancelledError):
+        await handed
+    await asyncio.wait_for(after, 1)
+
+
+def _no_busy_wait(database: Database) -> None:
+    """Make every new connection fail at once ("database is locked") instead of sleeping in
+    SQLite's busy handler when another connection holds the write lock."""
+
+    @event.listens_for(database.engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_burst_of_declarations_never_waits_on_sqlites_lock(slack: Slack) -> None:
+    """Twenty people declaring in the same moment: all twenty are declared, with twenty
+    different ids, and none of them met SQLite's write lock held by another (each waited
+    its turn in the process instead, so the busy handler never had to sleep)."""
+    database = slack.bot.database
+    _no_busy_wait(database)
+    await database.engine.dispose()  # new connections, without the busy handler
+    replies = await asyncio.gather(
+        *(slack.command(f"sev3 burst {n}", settle=False) for n in range(20))
+    )
+    texts = [reply.text or "" for reply in replies]
+    assert all("declared" in text for text in texts), texts
+    ids = {match.group(0) for text in texts if (match := re.search(r"INC-\d{8}-\d{3}", text))}
+    assert len(ids) == 20
+    await slack.settle()
+    assert len([c for c in slack.fake.channels.values() if c.name.startswith("inc-")]) == 20
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_worker_waits_behind_a_request_not_the_other_way_round(slack: Slack) -> None:
+    """While a transaction holds SQLite's writer, a request's transaction queued after three
+    of the worker's still goes first; the worker's then go in the order they came."""
+    database = slack.bot.database
+    order: list[str] = []
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with database.transaction():
+            holding.set()
+            await release.wait()
+
+    async def background(n: int) -> None:
+        async with database.transaction():
+            order.append(f"worker {n}")
+
+    async def request() -> None:
+        async with database.transaction():
+            order.append("request")
+
+    held = asyncio.create_task(holder())
+    await holding.wait()
+    workers = []
+    for n in range(3):
+        workers.append(asyncio.create_task(background(n)))
+        await asyncio.sleep(0.01)
+    answered = asyncio.create_task(within(request))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(held, *workers, answered)
+    assert order == ["request", "worker 0", "worker 1", "worker 2"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_reading_does_not_wait_for_the_writer(slack: Slack) -> None:
+    """A read-only transaction (the worker looking for due work, /healthz) reads beside a
+    writer instead of queueing behind it."""
+    database = slack.bot.database
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def holder() -> None:
+        async with database.transaction():
+            holding.set()
+            await release.wait()
+
+    held = asyncio.create_task(holder())
+    await holding.wait()
+    try:
+        assert await asyncio.wait_for(database.ping(), 2)
+        due = await asyncio.wait_for(slack.bot.service.next_timer_due(), 2)
+        assert due is None
+    finally:
+        release.set()
+        await held
+
+
+class SlowFirstDeclaration:
+    """The store, but the first declaration stops inside its transaction, after it has its
+    number, until told to go on (a declaration whose transaction takes long)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.inside = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Any]:
+        async with self.store.transaction(read_only=read_only) as tx:
+            if not self.inside.is_set():
+                real = tx.add_incident
+
+                async def add_incident(record: Any) -> None:
+                    self.inside.set()
+                    await self.go_on.wait()
+                    await real(record)
+
+                tx.add_incident = add_incident
+            yield tx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_a_slow_declaration_does_not_hold_up_the_next(slack: Slack) -> None:
+    """PostgreSQL: while one declaration's transaction is still open, the next declaration
+    gets its number and is committed; the ids differ. (Taking the number inside the
+    transaction would make the second wait on the day's row until the first ends.)"""
+    service = slack.bot.service
+    slow = SlowFirstDeclaration(service.store)
+    service.store = slow
+    first = asyncio.create_task(service.declare(severity="sev3", title="first", by="U0ALICE"))
+    await slow.inside.wait()
+    try:
+        async with asyncio.timeout(3):
+            second = await service.declare(severity="sev3", title="second", by="U0BOB")
+    finally:
+        slow.go_on.set()
+    done = await first
+    assert (done.record.incident.id, second.record.incident.id) == (
+        "INC-20261122-001",
+        "INC-20261122-002",
+    )
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_a_failed_declaration_leaves_a_gap_never_a_repeat(database: Database) -> None:
+    """PostgreSQL: a number is taken in a transaction of its own; a declaration that fails
+    after taking it leaves it unused, and the next one gets the next number."""
+    store = SqlStore(database)
+    day = date(2026, 11, 23)
+    assert await store.take_number(day) == 1
+    assert await store.take_number(day) == 2  # 1's declaration failed: 1 stays unused
+    assert await store.take_number(date(2026, 11, 24)) == 1  # each day starts again
