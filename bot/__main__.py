@@ -459,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         secrets.append(settings.slack_app_token.get_secret_value())
     if settings.metrics_token is not None:
         secrets.append(settings.metrics_token.get_secret_value())
+    if settings.alerts_token is not None:
+        secrets.append(settings.alerts_token.get_secret_value())
     logs.setup(settings.log_level, secrets=secrets, fmt=settings.log_format)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

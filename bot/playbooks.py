@@ -266,6 +266,12 @@ class PlaybookSet:
             for word in playbook.match.severities:
                 if policy.severity(word) is None:
                     problems.append(f"{playbook.id}: match.severities: unknown severity {word!r}")
+        for number, rule in enumerate(policy.alerts):
+            if rule.playbook is not None and rule.playbook not in ids:
+                problems.append(
+                    f"policy alerts.{number}.playbook: there is no playbook {rule.playbook!r} "
+                    f"(playbooks: {', '.join(sorted(ids))})"
+                )
         if problems:
             raise PlaybookError(problems)
         self._playbooks = tuple(playbooks)
