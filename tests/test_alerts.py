@@ -16,12 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from bot.clock import FakeClock
 from bot.devtools.driver import SlackDriver
 from bot.devtools.fakepagerduty import FakePagerDuty
 from bot.devtools.fakeslack import Channel, FakeSlack
-from bot.domain.policy import Policy, parse_policy
+from bot.domain.policy import Policy, default_policy, parse_policy
 from bot.runtime import Runtime
 from bot.slack.blocks import Action, Modal
 from bot.store.db import Database
@@ -48,10 +49,6 @@ alerts:
 
 def alert_policy() -> Policy:
     """The built-in numbers with people named, and the rules above."""
-    from bot.domain.policy import default_policy
-
-    import yaml
-
     data = default_policy().model_dump(mode="json")
     sev1, sev2, sev3 = data["severities"][:3]
     sev1["notify_on_declare"] = ["S0MGMT"]
@@ -528,7 +525,8 @@ async def test_a_megabyte_annotation_and_mentions_in_labels_are_cut_and_escaped(
     assert "xxx…" in shown
     assert len(shown) < 10_000
     for text in everything_posted(slack.fake):
-        assert "<!channel>" not in text and "<!here>" not in text
+        assert "<!channel>" not in text
+        assert "<!here>" not in text
         assert "<https://evil.example" not in text
     for user in (ALICE, BOB, CAROL, BOSS):
         assert not [n for n in slack.fake.notified(user) if n.reason == "broadcast"]
