@@ -266,12 +266,6 @@ class PlaybookSet:
             for word in playbook.match.severities:
                 if policy.severity(word) is None:
                     problems.append(f"{playbook.id}: match.severities: unknown severity {word!r}")
-        for number, rule in enumerate(policy.alerts):
-            if rule.playbook is not None and rule.playbook not in ids:
-                problems.append(
-                    f"policy alerts.{number}.playbook: there is no playbook {rule.playbook!r} "
-                    f"(playbooks: {', '.join(sorted(ids))})"
-                )
         if problems:
             raise PlaybookError(problems)
         self._playbooks = tuple(playbooks)
@@ -296,6 +290,16 @@ class PlaybookSet:
     @property
     def ids(self) -> list[str]:
         return [playbook.id for playbook in self._playbooks]
+
+    def missing_for(self, policy: Policy) -> list[str]:
+        """The policy's alert rules that name a playbook this set does not have (their
+        incidents get the best match instead), one line each."""
+        return [
+            f"alerts.{number}.playbook: there is no playbook {rule.playbook!r}; its incidents "
+            "get the best-matching playbook instead"
+            for number, rule in enumerate(policy.alerts)
+            if rule.playbook is not None and self.get(rule.playbook) is None
+        ]
 
     def get(self, playbook_id: str) -> Playbook | None:
         """The playbook with this id (generic included), or None."""

@@ -119,6 +119,8 @@ class Runtime:
         )
         playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
         log.info("playbooks: %d from %s", len(playbooks), settings.playbooks_dir)
+        for line in playbooks.missing_for(policy):
+            log.warning("policy: %s", line)
         clock = clock or SystemClock()
         database = database or Database(settings.database_url)
         await database.migrate()

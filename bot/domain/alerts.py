@@ -235,7 +235,7 @@ def decide(alert: Alert, policy: Policy) -> Decision:
         return Decision(alert, severity, where, rule_index, title, services, playbook)
     own, said = _own_severity(alert, policy)
     if own is not None:
-        why = f"{where}, with {said}" if where else f"no rule matched; {said}"
+        why = f"{said} ({where} names no severity)" if where else f"{said} (no rule matched)"
         return Decision(alert, own, why, rule_index, title, services, playbook)
     label = f"{said}, which names no severity of the policy" if said else "no severity label"
     reason = (

@@ -29,6 +29,8 @@ from bot import logs
 from bot.domain import alerts as domain
 from bot.domain.alerts import Alert, AlertGroup, Decision
 from bot.domain.incident import Event, Incident
+from bot.domain.policy import Policy
+from bot.playbooks import PlaybookSet
 from bot.service.incidents import IncidentService
 from bot.service.ports import AlertKey, IncidentRecord, Tx
 
@@ -73,35 +75,8 @@ class AlertService:
         self.bot_user = bot_user
 
     def dry_run(self, group: AlertGroup) -> list[str]:
-        """What the group would declare, in words, without doing it (`alerts test`). The
-        incidents already in the database are not consulted: this says what the rules do."""
-        policy = self.incidents.policy
-        best, decisions = domain.decide_group(group, policy)
-        lines = [
-            f"{len(group.alerts)} alert(s) read from {domain.SOURCES.get(group.source)}: "
-            f"{len(group.firing)} firing, {len(group.resolved)} resolved"
-            + (f"; {group.truncated} more not read" if group.truncated else "")
-        ]
-        for decision in decisions:
-            lines.append(f"  {_said(decision)}")
-        for alert in group.resolved:
-            lines.append(f"  {alert.name} ({alert.key}): resolved: said in its incident's channel")
-        if best is None:
-            lines.append("would declare nothing" + (": no firing alert" if not decisions else ""))
-        else:
-            services = ", ".join(best.services) or "none"
-            playbook = (
-                best.playbook
-                or self.incidents.playbooks.choose(
-                    title=best.title, services=best.services, severity=best.severity or ""
-                ).id
-            )
-            lines.append(
-                f"would declare {best.severity}: {best.title!r} (services: {services}; "
-                f"playbook: {playbook}), paging {_targets(self, best)}, unless an open "
-                "incident already holds these alerts (then they join it)"
-            )
-        return lines
+        """What the group would declare, in words, without doing it (see `dry_run`)."""
+        return dry_run(group, self.incidents.policy, self.incidents.playbooks)
 
     async def receive(self, group: AlertGroup) -> Receipt:
         """Record what the group says, in one transaction; see the module's docstring."""
@@ -214,7 +189,7 @@ class AlertService:
         )
         return Receipt(
             DECLARED,
-            f"declared {best.severity} by {best.reason}",
+            f"declared {best.severity}, from {best.reason}",
             incident=incident_id,
             firing=len(group.firing),
             ignored=ignored,
@@ -282,6 +257,38 @@ class AlertService:
             firing=firing,
             resolved=len(stopped),
         )
+
+
+def dry_run(group: AlertGroup, policy: Policy, playbooks: PlaybookSet) -> list[str]:
+    """What the group would declare, in words, without doing it (`python -m bot alerts
+    test`). The database is not consulted: this says what the rules do with these alerts;
+    an open incident already holding them would take them in instead."""
+    best, decisions = domain.decide_group(group, policy)
+    lines = [
+        f"{len(group.alerts)} alert(s) read from {domain.SOURCES.get(group.source)}: "
+        f"{len(group.firing)} firing, {len(group.resolved)} resolved"
+        + (f"; {group.truncated} more not read" if group.truncated else "")
+    ]
+    lines += [f"  {_said(decision)}" for decision in decisions]
+    lines += [
+        f"  {alert.name} ({alert.key}): resolved: said in its incident's channel, if it has one"
+        for alert in group.resolved
+    ]
+    if best is None or best.severity is None:
+        lines.append("would declare nothing" + ("" if decisions else ": no alert is firing"))
+        return lines
+    severity = policy.get(best.severity)
+    playbook = (
+        best.playbook
+        or playbooks.choose(title=best.title, services=best.services, severity=severity.name).id
+    )
+    targets = ", ".join(severity.declaration_targets) or "nobody (no targets in the policy)"
+    lines.append(
+        f"would declare {severity.name}: {best.title!r} (services: "
+        f"{', '.join(best.services) or 'none'}; playbook: {playbook}; paging {targets}), "
+        "unless an open incident already holds these alerts: then they join it"
+    )
+    return lines
 
 
 def rows_known(rows: dict[str, AlertKey]) -> bool:
@@ -374,10 +381,4 @@ def _said(decision: Decision) -> str:
     head = f"{alert.name} ({alert.key}): firing"
     if decision.severity is None:
         return f"{head}: ignored: {decision.reason}"
-    return f"{head}: {decision.severity} by {decision.reason}"
-
-
-def _targets(alerts: AlertService, decision: Decision) -> str:
-    severity = alerts.incidents.policy.get(decision.severity or "")
-    targets = severity.declaration_targets
-    return ", ".join(targets) if targets else "nobody (no targets configured)"
+    return f"{head}: {decision.severity}, from {decision.reason}"
