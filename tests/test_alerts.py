@@ -276,6 +276,21 @@ async def test_another_alert_of_the_group_joins_its_incident(monitoring: Monitor
     assert "Payment success rate is 89% on payments-api-1" in said
     timeline = await monitoring.slack.bot.service.timeline(declared["incident"])
     assert [e.kind for e in timeline].count("alert_fired") == 1
+    # One of the two resolves, then the other: the second notice says all are resolved.
+    one = copy.deepcopy(second)
+    one["alerts"][0]["status"] = "resolved"
+    await monitoring.send(AM, one)
+    (notice,) = [t for t in texts_of(channel) if "resolved:" in t]
+    assert "Still firing: 1 alert." in notice
+    assert "Every alert" not in notice
+    both = copy.deepcopy(one)
+    both["status"] = "resolved"
+    both["alerts"][1]["status"] = "resolved"
+    answer = await monitoring.send(AM, both)
+    assert (answer["status"], answer["resolved"], answer["firing"]) == ("joined", 1, 0)
+    last = [t for t in texts_of(channel) if "resolved:" in t][-1]
+    assert "89% on payments-api-1" in last
+    assert "Every alert of this incident is resolved" in last
 
 
 async def test_a_resolved_alert_is_said_with_a_resolve_button(monitoring: Monitoring) -> None:
@@ -325,6 +340,23 @@ async def test_an_alert_firing_again_after_resolution_opens_a_linked_incident(
     second = monitoring.channels()[-1]
     shown = message_text(slack.alert(second))
     assert f"fired again 2h after {first['incident']} was resolved" in shown
+
+
+async def test_firing_again_concurrently_after_resolution_opens_one_new_incident(
+    monitoring: Monitoring,
+) -> None:
+    slack = monitoring.slack
+    await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    (channel,) = monitoring.channels()
+    await slack.command("resolve gateway failover", channel=channel.id)
+    again = with_alert(
+        fixture("alertmanager_firing.json"), startsAt="2026-11-22T13:00:00.000000000Z"
+    )
+    answers = await asyncio.gather(*(monitoring.post(AM, again) for _ in range(6)))
+    assert sorted(a.json()["status"] for a in answers) == ["declared"] + ["unchanged"] * 5
+    await slack.settle()
+    assert len(monitoring.channels()) == 2
+    assert len(await monitoring.incidents()) == 2
 
 
 async def test_a_firing_alert_whose_incident_was_resolved_opens_nothing_until_it_fires_again(

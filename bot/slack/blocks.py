@@ -311,7 +311,7 @@ def alert_resolved_message(state: dict[str, Any], event: dict[str, Any]) -> Mess
     what = "An alert" if count == 1 else f"{count} alerts"
     firing = int(event.get("firing", 0))
     if firing:
-        status = f"{firing_text(firing)} still."
+        status = f"Still firing: {firing} alert{'s' if firing != 1 else ''}."
     else:
         status = "*Every alert of this incident is resolved.*"
     text = f"✅ {what} of this incident resolved:\n{_alert_names(event)}\n{status}"
