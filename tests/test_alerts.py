@@ -373,6 +373,46 @@ async def test_a_firing_alert_whose_incident_was_resolved_opens_nothing_until_it
     assert len(monitoring.channels()) == 1
 
 
+async def test_a_slack_outage_delays_the_incident_and_makes_no_duplicate(
+    monitoring: Monitoring,
+) -> None:
+    """The answer comes after the transaction, not after Slack: while Slack fails, the
+    incident is recorded and answered for, and Alertmanager's retries change nothing."""
+    slack = monitoring.slack
+    slack.fake.fail("conversations.create", status=503, times=3)
+    first = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    assert first["status"] == "declared"
+    assert not monitoring.channels()
+    retried = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    assert retried["status"] == "unchanged"
+    for _ in range(6):  # the job's backoff, waited out on the fake clock
+        slack.clock.advance(timedelta(seconds=10))
+        await slack.settle()
+    (channel,) = monitoring.channels()
+    assert first["incident"] in message_text(slack.alert(channel))
+    assert len(await monitoring.incidents()) == 1
+
+
+async def test_until_slack_has_said_who_the_bot_is_monitoring_is_asked_to_retry(
+    monitoring: Monitoring,
+) -> None:
+    slack = monitoring.slack
+    for task in slack.bot._tasks:  # start-up's own auth.test, which must not answer later
+        await task
+    identity = slack.bot.identity
+    identity.team_id = identity.bot_user_id = None  # auth.test has not answered yet
+    slack.fake.error("auth.test", "fatal_error")
+    refused = await monitoring.post(AM, fixture("alertmanager_firing.json"))
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "10"
+    assert not await monitoring.incidents()
+    # Slack answers again: the next attempt asks it, and declares.
+    answer = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    assert answer["status"] == "declared"
+    (incident,) = await monitoring.incidents()
+    assert incident.declared_by == slack.fake.bot_user_id
+
+
 # ---- the rules -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("labels", "severity", "pages"),
