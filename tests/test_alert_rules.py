@@ -181,6 +181,21 @@ def test_policy_check_lists_the_rules(
     ]
 
 
+# ---- the setting ----------------------------------------------------------------------------
+def test_alerts_token_is_one_word_and_empty_is_unset(no_env: None) -> None:
+    from bot.config import SettingsError, load_settings
+
+    common = {"_env_file": None, "slack_bot_token": "xoxb-1", "slack_signing_secret": "s"}
+    assert load_settings(**common).alerts_token is None
+    assert load_settings(**common, alerts_token="").alerts_token is None
+    token = load_settings(**common, alerts_token="tok-123").alerts_token
+    assert token is not None
+    assert token.get_secret_value() == "tok-123"
+    assert "tok-123" not in repr(token)
+    with pytest.raises(SettingsError, match=r"^ALERTS_TOKEN must be one word"):
+        load_settings(**common, alerts_token="two words")
+
+
 # ---- reading payloads ------------------------------------------------------------------------
 def test_alertmanager_times_are_read_as_sent() -> None:
     assert parse_time("2026-11-22T11:50:03.157076012Z") == datetime(

@@ -62,6 +62,11 @@ def alert_policy() -> Policy:
     return parse_policy(data)
 
 
+# Refusals happen before the database is touched: they run on SQLite only (the `backend`
+# fixture, parametrized directly), which keeps the suite fast.
+BEFORE_THE_DATABASE = pytest.mark.parametrize("backend", ["sqlite"])
+
+
 def fixture(name: str) -> dict[str, Any]:
     data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     assert isinstance(data, dict)
@@ -480,6 +485,7 @@ async def test_generic_alert_fires_and_resolves(monitoring: Monitoring) -> None:
 
 
 # ---- refusals ------------------------------------------------------------------------------
+@BEFORE_THE_DATABASE
 @pytest.mark.parametrize("token", [None, "wrong-token", ""])
 async def test_a_wrong_or_missing_token_is_401_and_nothing_is_stored(
     monitoring: Monitoring, token: str | None
@@ -497,6 +503,7 @@ async def test_a_wrong_or_missing_token_is_401_and_nothing_is_stored(
     assert not monitoring.channels()
 
 
+@BEFORE_THE_DATABASE
 async def test_the_endpoints_do_not_exist_without_a_token(slack: Slack) -> None:
     base = slack.driver.events_url.removesuffix("/slack/events")
     async with httpx.AsyncClient(base_url=base) as http:
@@ -513,6 +520,7 @@ def _without(payload: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k != name}
 
 
+@BEFORE_THE_DATABASE
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -546,6 +554,7 @@ async def test_a_bad_body_is_400_naming_the_field_and_nothing_is_stored(
     assert not monitoring.channels()
 
 
+@BEFORE_THE_DATABASE
 async def test_a_body_over_the_limit_is_413(monitoring: Monitoring) -> None:
     response = await monitoring.post(AM, None, raw=b" " * (10 * 1024 * 1024 + 1))
     assert response.status_code == 413
