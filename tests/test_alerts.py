@@ -281,6 +281,7 @@ async def test_another_alert_of_the_group_joins_its_incident(monitoring: Monitor
     assert "Payment success rate is 89% on payments-api-1" in said
     timeline = await monitoring.slack.bot.service.timeline(declared["incident"])
     assert [e.kind for e in timeline].count("alert_fired") == 1
+    assert "2 alerts firing" in message_text(monitoring.slack.alert(channel))  # edited
     # One of the two resolves, then the other: the second notice says all are resolved.
     one = copy.deepcopy(second)
     one["alerts"][0]["status"] = "resolved"
@@ -296,6 +297,7 @@ async def test_another_alert_of_the_group_joins_its_incident(monitoring: Monitor
     last = [t for t in texts_of(channel) if "resolved:" in t][-1]
     assert "89% on payments-api-1" in last
     assert "Every alert of this incident is resolved" in last
+    assert "every alert resolved" in message_text(monitoring.slack.alert(channel))
 
 
 async def test_a_resolved_alert_is_said_with_a_resolve_button(monitoring: Monitoring) -> None:

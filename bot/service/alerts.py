@@ -248,6 +248,9 @@ class AlertService:
         events += incident.alerts_resolved(
             by=bot, alerts=[_brief(a) for a in stopped], firing=firing, now=now
         )
+        if incident.alert:  # the alert message shows how many fire now
+            incident.alert = {**incident.alert, "firing": firing}
+            await tx.save(incident)
         await tx.add_events(incident.id, events)
         await tx.enqueue(service._jobs_for(incident, events), now=now)
         return Receipt(

@@ -85,6 +85,8 @@ _SYNCS = {
     EventKind.ESCALATED,
     EventKind.RESOLVED,
     EventKind.SNOOZED,
+    EventKind.ALERT_FIRED,
+    EventKind.ALERT_RESOLVED,
 }
 
 

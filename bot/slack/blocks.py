@@ -254,8 +254,7 @@ def _from_alert(state: dict[str, Any]) -> list[Block]:
         return []
     name = clip(escape(str(alert.get("name", ""))), 200)
     head = f"🤖 Declared by the bot {texts.alert_source(alert)}: *{name}*"
-    count = int(alert.get("firing") or 1)
-    facts = [firing_text(count)]
+    facts = [firing_text(int(alert.get("firing", 1)))]
     if alert.get("truncated"):
         facts.append(f"{alert['truncated']} more not read")
     if alert.get("started_at"):
