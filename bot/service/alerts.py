@@ -74,10 +74,6 @@ class AlertService:
         self.incidents = incidents
         self.bot_user = bot_user
 
-    def dry_run(self, group: AlertGroup) -> list[str]:
-        """What the group would declare, in words, without doing it (see `dry_run`)."""
-        return dry_run(group, self.incidents.policy, self.incidents.playbooks)
-
     async def receive(self, group: AlertGroup) -> Receipt:
         """Record what the group says, in one transaction; see the module's docstring."""
         bot = self.bot_user()

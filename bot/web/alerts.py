@@ -64,7 +64,8 @@ class _Lenient(BaseModel):
 
 
 class AlertmanagerAlert(_Lenient):
-    """One entry of `alerts` (Grafana adds the URLs and `values`)."""
+    """One entry of `alerts` (Grafana adds the URLs and `values`). Field names are the
+    payload's own, camelCase included, so that a 400 names the field as the sender wrote it."""
 
     status: Status
     labels: dict[str, str] = Field(default_factory=dict)
