@@ -62,9 +62,11 @@ def alert_policy() -> Policy:
     return parse_policy(data)
 
 
-# Refusals happen before the database is touched: they run on SQLite only (the `backend`
-# fixture, parametrized directly), which keeps the suite fast.
+# Refusals happen before the database is touched, and the rules are decided before it is
+# written: those tests run on SQLite only (the `backend` fixture, parametrized directly),
+# which keeps the suite fast. Everything the store does runs on both.
 BEFORE_THE_DATABASE = pytest.mark.parametrize("backend", ["sqlite"])
+ONE_DATABASE = BEFORE_THE_DATABASE
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -228,6 +230,7 @@ async def test_an_alertmanager_group_declares_an_incident_as_the_bot(
     assert timeline[0].data["alert"]["summary"].startswith("Payment success rate is 91%")
 
 
+@ONE_DATABASE
 async def test_the_escalation_chain_runs_for_an_alert_declared_incident(
     monitoring: Monitoring,
 ) -> None:
@@ -400,6 +403,7 @@ async def test_a_slack_outage_delays_the_incident_and_makes_no_duplicate(
     assert len(await monitoring.incidents()) == 1
 
 
+@ONE_DATABASE
 async def test_until_slack_has_said_who_the_bot_is_monitoring_is_asked_to_retry(
     monitoring: Monitoring,
 ) -> None:
@@ -421,6 +425,7 @@ async def test_until_slack_has_said_who_the_bot_is_monitoring_is_asked_to_retry(
 
 
 # ---- the rules -----------------------------------------------------------------------------
+@ONE_DATABASE
 @pytest.mark.parametrize(
     ("labels", "severity", "pages"),
     [
@@ -444,6 +449,7 @@ async def test_the_severity_each_rule_promises_and_its_paging(
     assert monitoring.slack.fake.dms(pages), f"{pages} is paged for {severity}"
 
 
+@ONE_DATABASE
 async def test_an_alert_no_rule_gives_a_severity_is_ignored(monitoring: Monitoring) -> None:
     payload = fixture("alertmanager_firing.json")
     payload["commonLabels"] = {}
@@ -456,6 +462,7 @@ async def test_an_alert_no_rule_gives_a_severity_is_ignored(monitoring: Monitori
 
 
 # ---- Grafana and the generic webhook ---------------------------------------------------------
+@ONE_DATABASE
 async def test_grafana_contact_point_payload(monitoring: Monitoring) -> None:
     answer = await monitoring.send(AM, fixture("grafana_firing.json"))
     assert answer["status"] == "declared"
