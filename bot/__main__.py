@@ -320,14 +320,15 @@ A Slack bot that runs your incident procedure. `/incident sev1 payment down` dec
 incident: the bot opens its channel, posts the alert there and in the announcement channel,
 and pages the escalation chain. It keeps every clock of the policy (acknowledgement,
 updates, time open, follow-ups after resolution, compliance deadlines), records the
-timeline, and drafts the post-mortem.
+timeline, and drafts the post-mortem. With ALERTS_TOKEN set, alerts from Alertmanager,
+Grafana or any webhook declare incidents too.
 
 Settings are read from the environment and the .env file of the current directory (the
 environment wins): SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (required to serve),
-SLACK_APP_TOKEN, DATABASE_URL, PORT, POLICY_FILE, PLAYBOOKS_DIR, LOG_LEVEL (see README.md).
-The offline commands (policy check, policy simulate, postmortem) read the same ones, so
-they check and use what the bot will; a relative path in a .env is relative to the
-directory that holds it."""
+SLACK_APP_TOKEN, DATABASE_URL, PORT, POLICY_FILE, PLAYBOOKS_DIR, LOG_LEVEL, ALERTS_TOKEN
+(see README.md). The offline commands (policy check, policy simulate, alerts test,
+postmortem) read the same ones, so they check and use what the bot will; a relative path
+in a .env is relative to the directory that holds it."""
 
 _EPILOG = """\
 examples:

@@ -325,6 +325,11 @@ async def test_a_resolved_alert_is_said_with_a_resolve_button(monitoring: Monito
     (incident,) = await monitoring.incidents()
     assert not incident.is_open
     assert incident.id == declared["incident"]
+    # The post-mortem draft says where the incident came from, and when the alert resolved.
+    (draft,) = [f for f in slack.fake.files.values() if channel.id in f.channels]
+    markdown = (draft.content or b"").decode("utf-8")
+    assert "from Alertmanager: PaymentSuccessRateLow" in markdown
+    assert "Alert resolved: PaymentSuccessRateLow (every alert resolved)" in markdown
 
 
 async def test_an_alert_firing_again_after_resolution_opens_a_linked_incident(
