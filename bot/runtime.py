@@ -200,6 +200,7 @@ class Runtime:
                 token=settings.alerts_token.get_secret_value(),
                 alerts=alerts,
                 learn_identity=learn_identity,
+                count=metrics.alert_request,
             )
             log.info("alerts: POST /alerts/alertmanager and /alerts/generic (ALERTS_TOKEN set)")
         return cls(

@@ -228,6 +228,9 @@ async def test_an_alertmanager_group_declares_an_incident_as_the_bot(
     timeline = await slack.bot.service.timeline(incident.id)
     assert timeline[0].kind == "declared"
     assert timeline[0].data["alert"]["summary"].startswith("Payment success rate is 91%")
+    metrics = (await monitoring.http.get("/metrics")).text
+    counted = 'incident_bot_alert_requests_total{endpoint="alertmanager",outcome="declared"}'
+    assert f"{counted} 1.0" in metrics
 
 
 @ONE_DATABASE
@@ -515,6 +518,10 @@ async def test_a_wrong_or_missing_token_is_401_and_nothing_is_stored(
     await monitoring.slack.settle()
     assert not await monitoring.incidents()
     assert not monitoring.channels()
+    # Counted, for whoever runs the bot: refused requests are a thing to alert on.
+    metrics = (await monitoring.http.get("/metrics")).text
+    counted = 'incident_bot_alert_requests_total{endpoint="alertmanager",outcome="unauthorized"}'
+    assert f"{counted} 2.0" in metrics
 
 
 @BEFORE_THE_DATABASE

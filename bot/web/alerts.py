@@ -248,10 +248,13 @@ def add_alert_routes(
     token: str,
     alerts: AlertService,
     learn_identity: Callable[[], Awaitable[None]] | None = None,
+    count: Callable[[str, str], None] | None = None,
 ) -> None:
     """Route `POST /alerts/alertmanager` and `POST /alerts/generic` on `app`, guarded by
-    `token`. `learn_identity` asks Slack who the bot is, when it does not know yet."""
+    `token`. `learn_identity` asks Slack who the bot is, when it does not know yet;
+    `count(endpoint, outcome)` is told how each request was answered (metrics)."""
     expected = token.encode("utf-8")
+    tally = count or (lambda endpoint, outcome: None)
 
     def authorized(request: web.Request) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -277,6 +280,7 @@ def add_alert_routes(
 
         async def receive(request: web.Request) -> web.Response:
             if not authorized(request):
+                tally(kind, "unauthorized")
                 log.warning("alerts: a request to /alerts/%s was refused: wrong or no token", kind)
                 return web.json_response(
                     {"error": "unauthorized: send Authorization: Bearer <ALERTS_TOKEN>"},
@@ -285,6 +289,7 @@ def add_alert_routes(
                 )
             body = await read_body(request)
             if body is None:
+                tally(kind, "too_large")
                 return web.json_response(
                     {"error": f"the body is larger than {MAX_BODY // (1024 * 1024)} MiB"},
                     status=413,
@@ -295,16 +300,20 @@ def add_alert_routes(
                 else:
                     group = read(parse_json(body))
             except PayloadError as exc:
+                tally(kind, "invalid")
                 log.warning("alerts: /alerts/%s refused a body: %s", kind, exc)
                 answer: dict[str, Any] = {"error": str(exc)}
                 if exc.problems:
                     answer["problems"] = exc.problems
                 return web.json_response(answer, status=400)
-            return await record(group)
+            response, outcome = await record(group)
+            tally(kind, outcome)
+            return response
 
         return receive
 
-    async def record(group: AlertGroup) -> web.Response:
+    async def record(group: AlertGroup) -> tuple[web.Response, str]:
+        """The answer to a readable request, and its outcome for the metrics."""
         try:
             try:
                 receipt = await alerts.receive(group)
@@ -319,15 +328,15 @@ def add_alert_routes(
                 {"error": "the bot has not heard from Slack yet; retry shortly"},
                 status=503,
                 headers={"Retry-After": "10"},
-            )
+            ), "unavailable"
         except Exception:  # the database away or refusing: nothing stored, retry is safe
             log.exception("alerts: the alerts could not be recorded; asked to retry")
             return web.json_response(
                 {"error": "the alerts could not be recorded just now; retry"},
                 status=503,
                 headers={"Retry-After": "10"},
-            )
-        return web.json_response(receipt.as_json(), status=202)
+            ), "unavailable"
+        return web.json_response(receipt.as_json(), status=202), receipt.status
 
     app.router.add_post("/alerts/alertmanager", handler("alertmanager"))
     app.router.add_post("/alerts/generic", handler("generic"))
