@@ -226,6 +226,9 @@ def test_labels_and_annotations_are_bounded() -> None:
     assert len(kept) == 64
     assert all(len(v) == 500 and v.endswith("…") for v in kept.values())
     assert bounded({"n": 5, "x": "a\x00b"}, count=5, value_max=10) == {"n": "5", "x": "ab"}
+    many = {**{f"l{n}": "v" for n in range(100)}, "alertname": "Late", "severity": "p0"}
+    kept = bounded(many, count=64, value_max=500)
+    assert (kept["alertname"], kept["severity"]) == ("Late", "p0")
 
 
 def test_a_bad_body_names_the_field() -> None:

@@ -52,11 +52,17 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(CUT)].rstrip() + CUT
 
 
+# Labels the bot reads itself: kept first, so that the label limit never drops them.
+KEY_LABELS = ("alertname", "severity", "priority", "service", "title", "key", "services")
+
+
 def bounded(values: dict[str, Any], *, count: int, value_max: int) -> dict[str, str]:
-    """At most `count` entries (the first ones), names and values cut to their limits;
-    values that are not strings are written as JSON."""
+    """At most `count` entries (the labels the bot reads, then the first others), names and
+    values cut to their limits; values that are not strings are written as JSON."""
     kept: dict[str, str] = {}
-    for name, value in values.items():
+    ordered = [(k, values[k]) for k in KEY_LABELS if k in values]
+    ordered += [(k, v) for k, v in values.items() if k not in KEY_LABELS]
+    for name, value in ordered:
         if len(kept) >= count:
             break
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -208,14 +208,15 @@ def generic_group(data: dict[str, Any]) -> AlertGroup:
             [{"field": "key", "message": "must have a visible character"}],
         )
     services = [s for s in (_text(s, 100) for s in payload.services) if s]
+    own = {
+        "key": key,
+        **({"title": payload.title} if payload.title.strip() else {}),
+        **({"severity": payload.severity} if payload.severity.strip() else {}),
+        **({"services": ",".join(services)} if services else {}),
+    }
+    # The body's own fields first, so that the label limit never drops them.
     labels = domain.bounded(
-        {
-            **payload.labels,
-            "key": key,
-            **({"title": payload.title} if payload.title.strip() else {}),
-            **({"severity": payload.severity} if payload.severity.strip() else {}),
-            **({"services": ",".join(services)} if services else {}),
-        },
+        {**own, **{k: v for k, v in payload.labels.items() if k not in own}},
         count=domain.LABELS_MAX,
         value_max=domain.LABEL_VALUE_MAX,
     )
