@@ -24,10 +24,11 @@ from typing import Any
 
 from bot.domain.policy import AlertRule, Policy
 from bot.domain.text import strip_controls
+from bot.domain.timeline import SOURCE_NAMES
 
 FIRING, RESOLVED = "firing", "resolved"
 STATUSES = (FIRING, RESOLVED)
-SOURCES = {"alertmanager": "Alertmanager", "grafana": "Grafana", "generic": "a webhook"}
+SOURCES = SOURCE_NAMES  # how each source is named to people
 
 # What one request may make the bot read and keep. Beyond these, alerts are counted and not
 # read (said in the incident), labels and annotations are dropped, and texts are cut.
