@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.__main__ import main
 from bot.domain.alerts import Alert, bounded, decide, parse_time
@@ -348,3 +350,57 @@ def test_stats_tell_alert_declared_incidents_from_human_ones() -> None:
         [(human, [])], policy=policy, since=now - timedelta(days=30), now=now
     )
     assert only_people.by_origin == []
+
+
+# ---- anything a sender may put in --------------------------------------------------------------
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+_alert = st.fixed_dictionaries(
+    {"status": st.sampled_from(["firing", "resolved", "pending"]) | _json},
+    optional={
+        "labels": st.dictionaries(st.text(max_size=30), st.text(max_size=30) | _json),
+        "annotations": st.dictionaries(st.text(max_size=30), st.text(max_size=60)),
+        "startsAt": st.text(max_size=40) | _json,
+        "fingerprint": st.text(max_size=40) | _json,
+        "generatorURL": st.text(max_size=40),
+    },
+)
+_body = st.fixed_dictionaries(
+    {"status": st.sampled_from(["firing", "resolved"]) | _json},
+    optional={
+        "alerts": st.lists(_alert, max_size=4) | _json,
+        "groupKey": st.text(max_size=40) | _json,
+        "truncatedAlerts": st.integers(-5, 5) | _json,
+        "commonLabels": st.dictionaries(st.text(max_size=10), st.text(max_size=10)),
+        "orgId": st.integers() | _json,
+        "key": st.text(max_size=250) | _json,
+        "title": st.text(max_size=40) | _json,
+        "severity": st.text(max_size=10) | _json,
+        "services": st.lists(st.text(max_size=10), max_size=3) | _json,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_body)
+def test_any_body_is_read_or_refused_with_a_named_field(body: dict[str, Any]) -> None:
+    """Whatever the JSON, reading it gives bounded alerts or a PayloadError naming fields;
+    and what is read can be decided against the policy."""
+    for reader in (alertmanager_group, generic_group):
+        problems: list[dict[str, str]] = []
+        try:
+            group = reader(body)
+        except PayloadError as exc:
+            problems = exc.problems or [{"field": ""}]
+        if problems:
+            assert all(p["field"] for p in problems)
+            continue
+        for item in group.alerts:
+            assert item.key
+            assert len(item.labels) <= 64
+            decide(item, policy())
