@@ -335,6 +335,23 @@ async def test_a_resolved_alert_is_said_with_a_resolve_button(monitoring: Monito
     assert "Alert resolved: PaymentSuccessRateLow (every alert resolved)" in markdown
 
 
+async def test_a_flapping_alert_never_opens_a_second_incident(monitoring: Monitoring) -> None:
+    declared = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    for minute in range(3):  # resolves, fires again with a new start: three times over
+        await monitoring.send(AM, fixture("alertmanager_resolved.json"))
+        monitoring.slack.clock.advance(timedelta(minutes=1))
+        flap = with_alert(
+            fixture("alertmanager_firing.json"), startsAt=f"2026-11-22T12:0{minute}:30Z"
+        )
+        answer = await monitoring.send(AM, flap)
+        assert (answer["status"], answer["incident"]) == ("joined", declared["incident"])
+    (channel,) = monitoring.channels()
+    fired = [t for t in texts_of(channel) if "🔔" in t]
+    assert len(fired) == 3
+    assert all("PaymentSuccessRateLow* (fired again)" in t for t in fired)
+    assert len(await monitoring.incidents()) == 1
+
+
 async def test_an_alert_firing_again_after_resolution_opens_a_linked_incident(
     monitoring: Monitoring,
 ) -> None:
