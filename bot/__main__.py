@@ -5,6 +5,7 @@ python -m bot migrate                  apply database migrations and exit
 python -m bot policy check [FILE]      validate the policy and playbooks; print the policy
 python -m bot policy simulate SEV      who is paged when, if nobody answers
 python -m bot policy schema | docs     the policy file's JSON Schema | Markdown reference
+python -m bot alerts test FILE.json    what an alert payload would declare, without doing it
 python -m bot postmortem INC-…         write an incident's post-mortem draft to a file
 python -m bot demo                     a scripted incident against a local Slack stand-in
 
@@ -229,6 +230,8 @@ def policy_check(
     if not folder.is_dir():
         print("  no such folder: only the built-in generic procedure")
     print(f"  generic (for anything no other playbook matches): {playbooks.generic.id}")
+    for line in playbooks.missing_for(policy):
+        print(f"  warning: {line}")
     examples = sum(1 for playbook in playbooks if playbook.examples)
     if examples:
         print(f"  {examples} with example diagnostics to adapt (examples: true)")
@@ -268,19 +271,64 @@ def policy_simulate(
     return 0
 
 
+def alerts_test(
+    file: Path,
+    kind: str | None = None,
+    policy_file: Path | None = None,
+    env_file: Path | None = None,
+) -> int:
+    """Read an alert payload as the endpoints do and print what it would declare under the
+    policy the bot reads (or `policy_file`); nothing is sent or stored. `kind` is
+    `alertmanager` or `generic` (default: a body with `alerts` is Alertmanager's)."""
+    from bot.playbooks import PlaybookError, load_playbooks
+    from bot.service.alerts import dry_run
+    from bot.web.alerts import READERS, PayloadError, parse_json
+
+    settings = _tool_settings(env_file)
+    if settings is None:
+        return 2
+    path = policy_file or settings.policy_file
+    try:
+        policy = load_policy(path)
+        playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
+    except (PolicyError, PlaybookError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    try:
+        body = file.read_bytes()
+    except OSError as error:
+        print(f"{file}: cannot read: {error.strerror}", file=sys.stderr)
+        return 1
+    try:
+        data = parse_json(body)
+        kind = kind or ("alertmanager" if "alerts" in data else "generic")
+        group = READERS[kind](data)
+    except PayloadError as error:
+        print(f"{file}: {error} (POST /alerts/{kind or 'alertmanager'} would answer 400)")
+        for problem in error.problems:
+            print(f"  {problem['field']}: {problem['message']}")
+        return 1
+    origin = os.path.abspath(path) if path else "built-in policy"
+    print(f"{file} as POST /alerts/{kind}, under {origin}:")
+    print("\n".join(dry_run(group, policy, playbooks)))
+    print("nothing was sent or stored")
+    return 0
+
+
 _DESCRIPTION = """\
 A Slack bot that runs your incident procedure. `/incident sev1 payment down` declares an
 incident: the bot opens its channel, posts the alert there and in the announcement channel,
 and pages the escalation chain. It keeps every clock of the policy (acknowledgement,
 updates, time open, follow-ups after resolution, compliance deadlines), records the
-timeline, and drafts the post-mortem.
+timeline, and drafts the post-mortem. With ALERTS_TOKEN set, alerts from Alertmanager,
+Grafana or any webhook declare incidents too.
 
 Settings are read from the environment and the .env file of the current directory (the
 environment wins): SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (required to serve),
-SLACK_APP_TOKEN, DATABASE_URL, PORT, POLICY_FILE, PLAYBOOKS_DIR, LOG_LEVEL (see README.md).
-The offline commands (policy check, policy simulate, postmortem) read the same ones, so
-they check and use what the bot will; a relative path in a .env is relative to the
-directory that holds it."""
+SLACK_APP_TOKEN, DATABASE_URL, PORT, POLICY_FILE, PLAYBOOKS_DIR, LOG_LEVEL, ALERTS_TOKEN
+(see README.md). The offline commands (policy check, policy simulate, alerts test,
+postmortem) read the same ones, so they check and use what the bot will; a relative path
+in a .env is relative to the directory that holds it."""
 
 _EPILOG = """\
 examples:
@@ -289,6 +337,7 @@ examples:
   python -m bot policy check --env-file /srv/incident-bot/.env
   python -m bot policy simulate sev3 --raise-to sev1 --at 20m
   python -m bot policy schema > docs/policy.schema.json
+  python -m bot alerts test tests/fixtures/alerts/alertmanager_firing.json
   python -m bot postmortem INC-20261122-001 --out review.md
 
 The policy file is described in docs/policy.md."""
@@ -395,6 +444,40 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the reference of every policy field (type, default, description), "
         "generated from the same models: python -m bot policy docs > docs/policy.md",
     )
+    alerts = sub.add_parser(
+        "alerts",
+        help="try an alert payload against the policy",
+        description="Tools for the alert endpoints (POST /alerts/alertmanager, "
+        "POST /alerts/generic; see README.md).",
+    )
+    alerts_sub = alerts.add_subparsers(
+        dest="alerts_command", required=True, metavar="SUBCOMMAND", title="subcommands"
+    )
+    alerts_try = alerts_sub.add_parser(
+        "test",
+        parents=[settings],
+        help="print what an alert payload would declare, without doing it",
+        description="Read a JSON payload as the alert endpoints read it (a 400 is shown as "
+        "such) and print, for each alert, the rule that matches and the severity it gives, "
+        "or why it is ignored; then the incident it would declare, its playbook and whom it "
+        "would page. Reads the policy and playbooks the bot reads; sends and stores nothing.",
+    )
+    alerts_try.add_argument("file", type=Path, metavar="FILE.json", help="the payload")
+    alerts_try.add_argument(
+        "--generic",
+        action="store_const",
+        const="generic",
+        dest="kind",
+        default=None,
+        help="read it as POST /alerts/generic (default: Alertmanager's when it has `alerts`)",
+    )
+    alerts_try.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the policy file (default: POLICY_FILE, else the built-in policy)",
+    )
     export = sub.add_parser(
         "postmortem",
         parents=[settings],
@@ -444,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         return policy_check(args.file, args.playbooks, args.env_file)
+    if args.command == "alerts":
+        return alerts_test(args.file, args.kind, args.policy, args.env_file)
     if args.command == "postmortem":
         return asyncio.run(_export_postmortem(args.incident, args.out, args.env_file))
     if args.command == "demo":
@@ -459,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         secrets.append(settings.slack_app_token.get_secret_value())
     if settings.metrics_token is not None:
         secrets.append(settings.metrics_token.get_secret_value())
+    if settings.alerts_token is not None:
+        secrets.append(settings.alerts_token.get_secret_value())
     logs.setup(settings.log_level, secrets=secrets, fmt=settings.log_format)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

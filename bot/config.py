@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     metrics_token: SecretStr | None = None
+    alerts_token: SecretStr | None = Field(
+        default=None,
+        description="Enables POST /alerts/alertmanager and /alerts/generic, which then need "
+        "Authorization: Bearer <this token>",
+    )
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -65,6 +70,16 @@ class Settings(BaseSettings):
             return None
         if not value.get_secret_value().startswith("xapp-"):
             raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("alerts_token")
+    @classmethod
+    def _alerts_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # unset or empty: the alert endpoints do not exist
+        token = value.get_secret_value()
+        if token != token.strip() or any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError("must be one word: no spaces or control characters")
         return value
 
     @field_validator("slack_api_url")

@@ -66,6 +66,14 @@ class Metrics:
         )
         for kind in REQUEST_KINDS:
             self.request_seconds.labels(kind=kind)
+        self.alert_requests = Counter(
+            "incident_bot_alert_requests",
+            "Requests to the alert endpoints answered by this process, by endpoint "
+            "(alertmanager, generic) and outcome: declared, joined, unchanged, ignored, "
+            "invalid (400), unauthorized (401), too_large (413), unavailable (503).",
+            ("endpoint", "outcome"),
+            registry=self.registry,
+        )
 
     def slack_call(self, method: str, outcome: str) -> None:
         self.slack_calls.labels(method=method, outcome=outcome).inc()
@@ -74,6 +82,9 @@ class Metrics:
         self.request_seconds.labels(kind=kind if kind in REQUEST_KINDS else "other").observe(
             seconds
         )
+
+    def alert_request(self, endpoint: str, outcome: str) -> None:
+        self.alert_requests.labels(endpoint=endpoint, outcome=outcome).inc()
 
     def slack_meter(self, base_url: str) -> SlackCallMeter:
         return SlackCallMeter(self, base_url=base_url)

@@ -291,6 +291,16 @@ class PlaybookSet:
     def ids(self) -> list[str]:
         return [playbook.id for playbook in self._playbooks]
 
+    def missing_for(self, policy: Policy) -> list[str]:
+        """The policy's alert rules that name a playbook this set does not have (their
+        incidents get the best match instead), one line each."""
+        return [
+            f"alerts.{number}.playbook: there is no playbook {rule.playbook!r}; its incidents "
+            "get the best-matching playbook instead"
+            for number, rule in enumerate(policy.alerts)
+            if rule.playbook is not None and self.get(rule.playbook) is None
+        ]
+
     def get(self, playbook_id: str) -> Playbook | None:
         """The playbook with this id (generic included), or None."""
         return next((p for p in self._playbooks if p.id == playbook_id), None)

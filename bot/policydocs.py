@@ -88,6 +88,7 @@ _DESCRIBED = {
     "followups",
     "compliance",
     "permissions",
+    "alerts",
 }
 
 
@@ -140,10 +141,40 @@ def describe_policy(policy: Policy) -> list[str]:
     lines.append(f"  permissions: {'; '.join(rules)}")
     if any(policy.permissions.allowed(action) is not None for action in PERMISSION_ACTIONS):
         lines.append("    (while nobody holds command, anyone may)")
+    lines += _alert_rules(policy)
     data = policy.model_dump(mode="json")
     for name in Policy.model_fields:
         if name not in _DESCRIBED:
             lines.append(f"  {name}: {json.dumps(data[name], ensure_ascii=False)}")
+    return lines
+
+
+def _alert_rules(policy: Policy) -> list[str]:
+    """The `alerts` rules, one a line, in the order they are tried."""
+    if not policy.alerts:
+        return [
+            "  alert rules: none (an alert declares only with its own severity or priority label)"
+        ]
+    lines = ["  alert rules, the first that matches decides:"]
+    for number, rule in enumerate(policy.alerts, start=1):
+        match = ", ".join(
+            f"{label}~{wanted[1:]}" if wanted.startswith("~") else f"{label}={wanted}"
+            for label, wanted in rule.match.items()
+        )
+        severity = (
+            policy.get(rule.severity).name
+            if rule.severity
+            else "the alert's own severity or priority label"
+        )
+        extra = [
+            f"title {rule.title!r}" if rule.title else "",
+            f"services {', '.join(rule.services)}" if rule.services else "",
+            f"playbook {rule.playbook}" if rule.playbook else "",
+        ]
+        shown = "; ".join(x for x in extra if x)
+        lines.append(
+            f"    {number}. {match or 'any alert'} → {severity}" + (f" ({shown})" if shown else "")
+        )
     return lines
 
 

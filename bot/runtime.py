@@ -28,6 +28,7 @@ from bot.domain.policy import Policy, load_policy
 from bot.integrations.pagerduty import PagerDuty
 from bot.metrics import Metrics
 from bot.playbooks import load_playbooks
+from bot.service.alerts import AlertService
 from bot.service.incidents import IncidentService
 from bot.slack.app import Background, Identity, build_app
 from bot.slack.directory import SlackDirectory
@@ -36,6 +37,7 @@ from bot.slack.server import build_web_app
 from bot.slack.socketmode import SocketMode, socket_mode
 from bot.store.db import Database
 from bot.store.repository import SqlStore
+from bot.web.alerts import add_alert_routes
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,8 @@ class Runtime:
         )
         playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
         log.info("playbooks: %d from %s", len(playbooks), settings.playbooks_dir)
+        for line in playbooks.missing_for(policy):
+            log.warning("policy: %s", line)
         clock = clock or SystemClock()
         database = database or Database(settings.database_url)
         await database.migrate()
@@ -185,6 +189,20 @@ class Runtime:
             if settings.metrics_token
             else None,
         )
+        if settings.alerts_token is not None:
+            alerts = AlertService(service, bot_user=lambda: identity.bot_user_id)
+
+            async def learn_identity() -> None:
+                await identity.learn(inline)
+
+            add_alert_routes(
+                app,
+                token=settings.alerts_token.get_secret_value(),
+                alerts=alerts,
+                learn_identity=learn_identity,
+                count=metrics.alert_request,
+            )
+            log.info("alerts: POST /alerts/alertmanager and /alerts/generic (ALERTS_TOKEN set)")
         return cls(
             settings=settings,
             policy=policy,

@@ -146,6 +146,7 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "LOG_LEVEL",
             "LOG_FORMAT",
             "METRICS_TOKEN",
+            "ALERTS_TOKEN",
             "PLAYBOOKS_DIR",
         }:
             monkeypatch.delenv(name, raising=False)

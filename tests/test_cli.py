@@ -327,6 +327,7 @@ def test_describe_policy_shows_every_part() -> None:
         "  permissions: resolve: commander, S0SRE; lower_severity: anyone; "
         "close_compliance: anyone; publish: anyone",
         "    (while nobody holds command, anyone may)",
+        "  alert rules: none (an alert declares only with its own severity or priority label)",
     ]
 
 

@@ -124,6 +124,43 @@ async def test_http_mode_on_sqlite(fake: FakeSlack, tmp_path: Path) -> None:
     assert SIGNING_SECRET not in output
 
 
+async def test_alerts_open_an_incident_in_the_real_program(fake: FakeSlack, tmp_path: Path) -> None:
+    """`python -m bot` with ALERTS_TOKEN: Alertmanager's payload declares, its resolution is
+    said in the channel, and the token never reaches the log."""
+    token = "alerts-token-in-a-process-7d1e"
+    fixtures = Path(__file__).parent / "fixtures" / "alerts"
+    firing = (fixtures / "alertmanager_firing.json").read_bytes()
+    resolved = (fixtures / "alertmanager_resolved.json").read_bytes()
+    fake.add_channel("incidents", bot_is_member=False)
+    env = base_env(fake, f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}") | {"ALERTS_TOKEN": token}
+    async with bot_process(env, tmp_path) as (port, log), httpx.AsyncClient() as client:
+        url = f"http://127.0.0.1:{port}/alerts/alertmanager"
+        refused = await client.post(url, content=firing, headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 401
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        declared = await client.post(url, content=firing, headers=headers)
+        assert declared.status_code == 202, declared.text
+        assert declared.json()["status"] == "declared"
+        channel = await fake.wait_for(
+            lambda: next(
+                (c for c in fake.channels.values() if c.name.startswith("inc-") and c.messages),
+                None,
+            )
+        )
+        assert "Declared by the bot from Alertmanager" in message_text(channel.messages[0])
+        again = await client.post(url, content=firing, headers=headers)
+        assert again.json()["status"] == "unchanged"
+        done = await client.post(url, content=resolved, headers=headers)
+        assert done.json()["status"] == "joined"
+        await fake.wait_for(
+            lambda: any(
+                "Every alert of this incident is resolved" in m.text for m in channel.messages
+            )
+        )
+    assert len([c for c in fake.channels.values() if c.name.startswith("inc-")]) == 1
+    assert token not in "".join(log), "the token never reaches a log"
+
+
 @pytest.mark.postgres
 @pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
 async def test_http_mode_on_postgres(fake: FakeSlack, tmp_path: Path) -> None:

@@ -203,7 +203,7 @@ def fire(incident: Incident, timer: Timer, policy: Policy, now: datetime) -> lis
             payload = {
                 "due": due.isoformat(),
                 "overdue": overdue,
-                "commander": incident.commander or incident.declared_by,
+                "commander": incident.owner,
                 "comms_lead": incident.roles.get("comms_lead"),
                 "interval": format_duration(interval),
             }
@@ -252,7 +252,7 @@ def fire(incident: Incident, timer: Timer, policy: Policy, now: datetime) -> lis
                     {
                         "duty": duty,
                         "reminder": data.get("reminder", 1),
-                        "commander": incident.commander or incident.declared_by,
+                        "commander": incident.owner,
                     },
                 )
             ]
@@ -271,7 +271,7 @@ def fire(incident: Incident, timer: Timer, policy: Policy, now: datetime) -> lis
                         "left": int(data.get("left", 0)),
                         "deadline": (incident.declared_at + rule.deadline).isoformat(),
                         "description": rule.description,
-                        "commander": incident.commander or incident.declared_by,
+                        "commander": incident.owner,
                     },
                 )
             ]

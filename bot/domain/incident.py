@@ -19,6 +19,7 @@ from bot.domain.policy import RESOLVED, Policy, Severity
 from bot.domain.text import strip_controls
 
 TITLE_MAX = 500
+ALERTS_LISTED = 20  # alerts a timeline entry names (the others are counted)
 TEXT_MAX = 2900
 FOLLOWUPS = ("report", "postmortem", "action_review")
 
@@ -53,6 +54,9 @@ class EventKind(enum.StrEnum):
     STEP_TICKED = "step_ticked"
     STEP_UNTICKED = "step_unticked"
     MESSAGE_PINNED = "message_pinned"
+    # Monitoring: more alerts of an alert-declared incident firing, or alerts resolved.
+    ALERT_FIRED = "alert_fired"
+    ALERT_RESOLVED = "alert_resolved"
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class Incident:
     actions: list[ActionItem] = field(default_factory=list)
     playbook: str | None = None  # the playbook posted as the channel's checklist
     ticks: dict[str, dict[str, str]] = field(default_factory=dict)  # step id → {by, at}
+    # Declared by the bot from an alert: the alert as it first fired (source, name, summary,
+    # links, start) and, when it fired again after an earlier incident, that incident.
+    alert: dict[str, Any] | None = None
     version: int = 0
 
     # ---- declaration -------------------------------------------------------------------
@@ -125,7 +132,9 @@ class Incident:
         impact: str = "",
         drill: bool = False,
         tags: list[str] | None = None,
+        alert: dict[str, Any] | None = None,
     ) -> tuple[Incident, list[Event]]:
+        """A new incident. `alert`: declared by the bot from that alert (its details)."""
         incident = cls(
             id=incident_id,
             title=clean_text(title, what="title", limit=TITLE_MAX),
@@ -136,6 +145,7 @@ class Incident:
             impact=trimmed(impact),
             drill=drill,
             tags=sorted({t for t in (strip_controls(t).strip().lower() for t in tags or []) if t}),
+            alert=alert,
         )
         first = severity.escalation[0] if severity.escalation else None
         if first is not None and first.pagerduty and not drill:
@@ -149,6 +159,7 @@ class Incident:
                 "severity": severity.name,
                 "drill": drill,
                 "pagerduty": incident.paged[0] if incident.paged else None,
+                **({"alert": alert} if alert else {}),
             },
         )
         return incident, [event]
@@ -177,6 +188,20 @@ class Incident:
         if self.snoozed_until is not None and self.snoozed_until > due:
             return self.snoozed_until
         return due
+
+    @property
+    def from_alert(self) -> bool:
+        """Declared by the bot from an alert, not by a person."""
+        return bool(self.alert)
+
+    @property
+    def owner(self) -> str | None:
+        """Who is asked for what the incident needs (updates, follow-ups): the commander;
+        without one, the declarer, or for an alert-declared incident whoever acknowledged
+        it (the bot declared it, and is nobody to ask)."""
+        if self.commander:
+            return self.commander
+        return self.acknowledged_by if self.from_alert else self.declared_by
 
     def time_to_acknowledge(self) -> timedelta | None:
         return None if self.acknowledged_at is None else self.acknowledged_at - self.declared_at
@@ -488,6 +513,26 @@ class Incident:
             self.ticks = {k: v for k, v in self.ticks.items() if k != step}
         kind = EventKind.STEP_TICKED if checked else EventKind.STEP_UNTICKED
         return [Event(kind, now, by, {"step": step, "text": text, "playbook": self.playbook})]
+
+    def alerts_fired(
+        self, *, by: str, alerts: list[dict[str, Any]], firing: int, now: datetime
+    ) -> list[Event]:
+        """Alerts of this incident fired (again, or for the first time in its group):
+        `alerts` are their details, `firing` how many of the incident's alerts fire now."""
+        if not alerts:
+            return []
+        data = {"alerts": alerts[:ALERTS_LISTED], "count": len(alerts), "firing": firing}
+        return [Event(EventKind.ALERT_FIRED, now, by, data)]
+
+    def alerts_resolved(
+        self, *, by: str, alerts: list[dict[str, Any]], firing: int, now: datetime
+    ) -> list[Event]:
+        """Alerts of this incident stopped firing; `firing` are the ones still firing. The
+        incident stays as it is: people decide when it is resolved."""
+        if not alerts:
+            return []
+        data = {"alerts": alerts[:ALERTS_LISTED], "count": len(alerts), "firing": firing}
+        return [Event(EventKind.ALERT_RESOLVED, now, by, data)]
 
     def resolve(self, *, by: str, summary: str, now: datetime, root_cause: str = "") -> list[Event]:
         self._require_open()

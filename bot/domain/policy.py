@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -292,6 +293,62 @@ class Permissions(_Model):
 PERMISSION_ACTIONS = ("resolve", "lower_severity", "close_compliance", "publish")
 
 
+ALERT_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+class AlertRule(_Model):
+    """How incoming alerts become incidents: the first rule whose `match` fits an alert's
+    labels decides its severity, title, services and playbook."""
+
+    match: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels the alert must carry, all of them: `{alertname: HighErrorRate}` "
+        "asks for that exact value; a value starting with `~` is a regular expression the "
+        'whole value must match (`{service: "~payments|checkout"}`). Empty (`{}`): every '
+        "alert. A generic alert's labels are `key`, `title`, `severity`, `services` (joined "
+        "with commas) and the `labels` it sends.",
+    )
+    severity: str | None = Field(
+        default=None,
+        description="The severity to declare (a name or alias of `severities`). Left out: "
+        "the alert's own `severity` (else `priority`) label, read through the severities' "
+        "aliases (`critical`, `p0`…); an alert whose label names no severity is ignored.",
+    )
+    title: str | None = Field(
+        default=None,
+        description="The incident's title. Left out: the alert's `summary` annotation, else "
+        "its name (`alertname`; a generic alert's `title`).",
+    )
+    services: list[str] = Field(
+        default_factory=list,
+        description="The services affected. Left out: the alert's `service` label (a "
+        "generic alert's `services`).",
+    )
+    playbook: str | None = Field(
+        default=None,
+        description="The id of the playbook to post (its file name without `.yaml`). Left "
+        "out: the playbook that matches the title and services, as for any incident.",
+    )
+
+    @field_validator("match")
+    @classmethod
+    def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, wanted in value.items():
+            if not ALERT_LABEL.match(label):
+                raise ValueError(
+                    f"{label!r} is not a label name (letters, digits and _, not starting "
+                    "with a digit)"
+                )
+            if wanted.startswith("~"):
+                try:
+                    re.compile(wanted[1:])
+                except re.error as exc:
+                    raise ValueError(
+                        f"{label}: {wanted!r} is not a valid regular expression ({exc})"
+                    ) from None
+        return value
+
+
 OPEN_STATUSES = ("investigating", "identified", "mitigating", "monitoring")
 RESOLVED = "resolved"
 
@@ -339,6 +396,27 @@ class Policy(_Model):
         description="Who may take the actions that end or weaken an incident; by default, "
         "every full member.",
     )
+    alerts: list[AlertRule] = Field(
+        default_factory=list,
+        description="How alerts sent to `POST /alerts/alertmanager` and `POST /alerts/generic` "
+        "(with `ALERTS_TOKEN` set) become incidents: rules tried in order, the first whose "
+        "`match` fits decides. No rule fits, or the rule names no severity: the alert's own "
+        "`severity` / `priority` label decides, read through the aliases; none either: the "
+        "alert is ignored (logged, and answered 202 `ignored`).",
+    )
+
+    @field_validator("alerts")
+    @classmethod
+    def _alert_severities(cls, rules: list[AlertRule], info: ValidationInfo) -> list[AlertRule]:
+        """Each rule's severity names one of the severities (listed before `alerts`)."""
+        words = {w for s in info.data.get("severities") or [] for w in s.words}
+        for number, rule in enumerate(rules):
+            if rule.severity is not None and rule.severity.strip().lower() not in words:
+                raise ValueError(
+                    f"alerts.{number}.severity: {rule.severity!r} is not a severity of this "
+                    f"policy; use one of {', '.join(sorted(words))}"
+                )
+        return rules
 
     @field_validator("announce_channel")
     @classmethod
@@ -442,19 +520,39 @@ class PolicyError(Exception):
     """The policy file is unreadable or invalid; the message names the file and the field."""
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def yaml_line(node: Any, loc: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (or of its nearest parent that exists) in
+    a document composed with `yaml.compose`."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if part < len(node.value) else None
+        else:
+            child = None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _describe(exc: ValidationError, source: str, root: Any = None) -> str:
     lines = [f"{source}: invalid policy"]
     for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {where}: {error['msg']}")
+        line = yaml_line(root, list(error["loc"])) if root is not None else None
+        at = f" (line {line})" if line else ""
+        lines.append(f"  {where}{at}: {error['msg']}")
     return "\n".join(lines)
 
 
-def parse_policy(data: Any, *, source: str = "policy") -> Policy:
+def parse_policy(data: Any, *, source: str = "policy", root: Any = None) -> Policy:
+    """Validate `data`; `root` (the composed YAML document) adds each problem's line."""
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_describe(exc, source)) from None
+        raise PolicyError(_describe(exc, source, root)) from None
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -462,12 +560,14 @@ def load_policy(path: Path | None) -> Policy:
     if path is None:
         return default_policy()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
-    return parse_policy(data, source=str(path))
+    return parse_policy(data, source=str(path), root=root)
 
 
 def default_policy() -> Policy:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bot.domain.errors import InvalidCommand
@@ -19,6 +19,8 @@ from bot.domain.timeline import TimelineEntry
 DEFAULT_WINDOW = timedelta(days=30)
 WINDOW_MAX = timedelta(days=3650)
 OVERALL = "all"
+FROM_ALERTS = "from alerts"
+BY_PEOPLE = "by people"
 NONE = "—"
 
 _WINDOW = re.compile(r"^(\d+)\s*([dw])$")
@@ -53,6 +55,9 @@ class Stats:
     since: datetime
     now: datetime
     drills_excluded: int
+    # When some incidents were declared by the bot from alerts: their figures ("from
+    # alerts", acknowledgement counted from the alert's start) and the others' ("by people").
+    by_origin: list[SeverityStats] = field(default_factory=list)
 
     @property
     def window(self) -> timedelta:
@@ -115,11 +120,26 @@ def _within(
     return False if now - start > target else None
 
 
+def alert_start(incident: Incident) -> datetime:
+    """When the people's clock started: for an incident declared from an alert, when the
+    alert started firing (if it says, and not after the declaration); else the declaration."""
+    started = (incident.alert or {}).get("started_at")
+    if isinstance(started, str) and started:
+        try:
+            moment = datetime.fromisoformat(started)
+        except ValueError:
+            return incident.declared_at
+        return min(moment, incident.declared_at)
+    return incident.declared_at
+
+
 def _figures(
     name: str,
     records: list[tuple[Incident, list[TimelineEntry]]],
     targets: dict[str, Severity | None],
     now: datetime,
+    *,
+    from_alert_start: bool = False,
 ) -> SeverityStats:
     ttas: list[timedelta] = []
     ttrs: list[timedelta] = []
@@ -129,7 +149,8 @@ def _figures(
     for incident, entries in records:
         severity = targets.get(incident.severity)
         if incident.acknowledged_at is not None:
-            ttas.append(incident.acknowledged_at - incident.declared_at)
+            start = alert_start(incident) if from_alert_start else incident.declared_at
+            ttas.append(incident.acknowledged_at - start)
         if incident.resolved_at is not None:
             ttrs.append(incident.resolved_at - incident.declared_at)
         ack = _within(
@@ -195,12 +216,22 @@ def compute_stats(
         _figures(name, [(i, e) for i, e in real if group(i) == name], targets, now)
         for name in [*names, *unknown]
     ]
+    alerted = [(i, e) for i, e in real if i.from_alert]
+    by_origin = (
+        [
+            _figures(FROM_ALERTS, alerted, targets, now, from_alert_start=True),
+            _figures(BY_PEOPLE, [(i, e) for i, e in real if not i.from_alert], targets, now),
+        ]
+        if alerted
+        else []
+    )
     return Stats(
         by_severity=by_severity,
         overall=_figures(OVERALL, real, targets, now),
         since=since,
         now=now,
         drills_excluded=len(in_window) - len(real),
+        by_origin=by_origin,
     )
 
 
@@ -269,7 +300,7 @@ def render_stats_text(stats: Stats) -> list[str]:
             _percent(s.resolved_within_target),
             _percent(s.update_punctuality),
         ]
-        for s in [*stats.by_severity, stats.overall]
+        for s in [*stats.by_severity, stats.overall, *stats.by_origin]
     ]
     table = [list(_COLUMNS), *rows]
     widths = [max(len(row[column]) for row in table) for column in range(len(_COLUMNS))]
@@ -286,4 +317,9 @@ def render_stats_text(stats: Stats) -> list[str]:
             cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
+    if stats.by_origin:
+        lines.append(
+            f"{FROM_ALERTS}: declared by the bot from monitoring; their TTA counts from the "
+            "alert's start"
+        )
     return lines

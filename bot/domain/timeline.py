@@ -21,6 +21,37 @@ class TimelineEntry:
     id: int | None = None
 
 
+SOURCE_NAMES = {"alertmanager": "Alertmanager", "grafana": "Grafana", "generic": "a webhook"}
+
+
+def alert_source(alert: dict[str, Any], quote: Callable[[str], str] | None = None) -> str:
+    """`from Alertmanager: HighErrorRate`; `quote` renders the alert's name (as typed text)."""
+    source = SOURCE_NAMES.get(str(alert.get("source")), "a webhook")
+    name = str(alert.get("name", ""))
+    return f"from {source}: {quote(name) if quote else name}"
+
+
+def fired_again(alert: dict[str, Any], at: datetime) -> str:
+    """`fired again 2h after INC-… was resolved`, for an alert whose earlier incident was
+    resolved; empty otherwise."""
+    previous = alert.get("previous")
+    if not isinstance(previous, dict) or not previous.get("id"):
+        return ""
+    resolved = previous.get("resolved_at")
+    if not isinstance(resolved, str) or not resolved:
+        return f"fired again after {previous['id']}"
+    gap = human_duration(at - datetime.fromisoformat(resolved))
+    return f"fired again {gap} after {previous['id']} was resolved"
+
+
+def firing(data: dict[str, Any]) -> str:
+    """`3 alerts firing`, `1 alert firing`, or `every alert resolved`."""
+    count = int(data.get("firing", 0))
+    if count <= 0:
+        return "every alert resolved"
+    return f"{count} alert{'s' if count != 1 else ''} firing"
+
+
 def describe(
     entry: TimelineEntry,
     *,
@@ -39,7 +70,32 @@ def describe(
     match entry.kind:
         case EventKind.DECLARED:
             drill = " (drill)" if data.get("drill") else ""
+            alert = data.get("alert")
+            if isinstance(alert, dict):
+                source = alert_source(alert, q)
+                said = (
+                    f"{actor} declared {data.get('severity')} {source}: {q(str(data.get('title')))}"
+                )
+                again = fired_again(alert, entry.at)
+                said = f"{said} ({again})" if again else said
+                told = [
+                    f"{name}: {q(str(alert[key])[:300])}"
+                    for key, name in (
+                        ("summary", "summary"),
+                        ("description", "description"),
+                        ("runbook_url", "runbook"),
+                        ("dashboard", "dashboard"),
+                    )
+                    if alert.get(key) and alert.get(key) != data.get("title")
+                ]
+                return "; ".join([said, *told])
             return f"{actor} declared {data.get('severity')}{drill}: {q(str(data.get('title')))}"
+        case EventKind.ALERT_FIRED:
+            names = ", ".join(q(str(a.get("name", ""))) for a in data.get("alerts", [])[:5])
+            return f"Alert fired: {names} ({firing(data)})"
+        case EventKind.ALERT_RESOLVED:
+            names = ", ".join(q(str(a.get("name", ""))) for a in data.get("alerts", [])[:5])
+            return f"Alert resolved: {names} ({firing(data)})"
         case EventKind.ACKNOWLEDGED:
             waited = human_duration(timedelta(seconds=int(data.get("seconds", 0))))
             return f"{actor} acknowledged ({waited} after declaration)"

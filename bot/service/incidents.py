@@ -72,6 +72,8 @@ _POSTS: dict[EventKind, tuple[str, ...]] = {
     EventKind.NOTE_ADDED: (CHANNEL,),
     EventKind.ESCALATED: (CHANNEL, ANNOUNCE),
     EventKind.RESOLVED: (CHANNEL, ANNOUNCE),
+    EventKind.ALERT_FIRED: (CHANNEL,),
+    EventKind.ALERT_RESOLVED: (CHANNEL,),
 }
 # Events after which the alert messages and the channel topic are re-rendered.
 _SYNCS = {
@@ -83,6 +85,8 @@ _SYNCS = {
     EventKind.ESCALATED,
     EventKind.RESOLVED,
     EventKind.SNOOZED,
+    EventKind.ALERT_FIRED,
+    EventKind.ALERT_RESOLVED,
 }
 
 
@@ -115,7 +119,32 @@ def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
         "root_cause": incident.root_cause,
         "escalation_level": incident.escalation_level,
         "tags": incident.tags,
+        "alert": _alert_view(incident.alert),
     }
+
+
+_ALERT_SHOWN = (
+    "source",
+    "name",
+    "summary",
+    "description",
+    "runbook_url",
+    "dashboard",
+    "url",
+    "silence",
+    "started_at",
+    "firing",
+    "truncated",
+    "previous",
+)
+
+
+def _alert_view(alert: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What messages show of the alert an incident was declared from (not its labels: the
+    snapshot travels with every Slack job of the incident)."""
+    if not alert:
+        return None
+    return {name: alert[name] for name in _ALERT_SHOWN if alert.get(name) not in (None, "")}
 
 
 _VERBS = {
@@ -371,54 +400,97 @@ class IncidentService:
         taken = await self.store.take_number(now.date())
         async with self.store.transaction() as tx:
             await _once(tx, once, now)
-            seq = taken if taken is not None else await tx.next_sequence(now.date())
-            incident, events = Incident.declare(
-                incident_id=incident_id(now.date(), seq),
+            record, events = await self.open_in(
+                tx,
+                number=taken,
+                level=level,
                 title=title,
-                severity=level,
                 by=by,
                 now=now,
+                origin_channel_id=origin_channel_id,
+                response_url=response_url,
                 services=services,
                 impact=impact,
                 drill=drill,
                 tags=tags,
             )
-            matches = self.playbooks.match(
-                title=incident.title, services=incident.services, severity=incident.severity
-            )
-            incident.playbook = (matches[0].playbook if matches else self.playbooks.generic).id
-            record = IncidentRecord(incident, SlackRefs(origin_channel_id=origin_channel_id))
-            await tx.add_incident(record)
-            await tx.add_events(incident.id, events)
-            jobs = [
-                NewJob(JobKind.CREATE_CHANNEL, incident.id, {"response_url": response_url}),
-                NewJob(JobKind.INVITE, incident.id, {"users": [by]}),
-                # The paged are invited before the alert mentions them (and told directly).
-                *self._reach_jobs(incident, events),
-                NewJob(JobKind.POST_ALERT, incident.id, {}),
-                NewJob(
-                    JobKind.POST_PLAYBOOK,
-                    incident.id,
-                    {"others": [m.playbook.id for m in matches[1:4]]},
-                ),
-            ]
-            if self.policy.announce_channel and not drill:
-                jobs.append(NewJob(JobKind.ANNOUNCE, incident.id, {}))
-            if response_url:
-                jobs.append(
-                    NewJob(
-                        JobKind.RESPOND,
-                        incident.id,
-                        {"url": response_url, "template": "channel_ready"},
-                    )
-                )
-            jobs += self._paging_jobs(incident, events)
-            await tx.enqueue(jobs, now=now)
-            await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+        incident = record.incident
         logs.concerning(incident.id)
         log.info("declared %s (%s)", incident.id, incident.severity)
         self._wake()
         return Outcome(record, events)
+
+    async def open_in(
+        self,
+        tx: Tx,
+        *,
+        level: Severity,
+        title: str,
+        by: str,
+        now: datetime,
+        origin_channel_id: str | None = None,
+        response_url: str | None = None,
+        services: list[str] | None = None,
+        impact: str = "",
+        drill: bool = False,
+        tags: list[str] | None = None,
+        playbook: str | None = None,
+        alert: dict[str, Any] | None = None,
+        number: int | None = None,
+    ) -> tuple[IncidentRecord, list[Event]]:
+        """Declare an incident inside `tx`: the record, its timeline, the Slack work (channel,
+        invitations, pages, alert, playbook, announcement, PagerDuty) and its clocks. Used by
+        `declare` and by the alert intake, so an alert-declared incident pages exactly like
+        a declared one. `playbook` names the playbook to post (default: the best match).
+        `number`: the day's number taken beforehand (`Store.take_number`), if it was."""
+        seq = number if number is not None else await tx.next_sequence(now.date())
+        incident, events = Incident.declare(
+            incident_id=incident_id(now.date(), seq),
+            title=title,
+            severity=level,
+            by=by,
+            now=now,
+            services=services,
+            impact=impact,
+            drill=drill,
+            tags=tags,
+            alert=alert,
+        )
+        matches = self.playbooks.match(
+            title=incident.title, services=incident.services, severity=incident.severity
+        )
+        chosen = self.playbooks.get(playbook) if playbook else None
+        if chosen is not None:
+            incident.playbook = chosen.id
+            others = [m.playbook.id for m in matches if m.playbook.id != chosen.id][:3]
+        else:
+            incident.playbook = (matches[0].playbook if matches else self.playbooks.generic).id
+            others = [m.playbook.id for m in matches[1:4]]
+        record = IncidentRecord(incident, SlackRefs(origin_channel_id=origin_channel_id))
+        await tx.add_incident(record)
+        await tx.add_events(incident.id, events)
+        jobs = [
+            NewJob(JobKind.CREATE_CHANNEL, incident.id, {"response_url": response_url}),
+            NewJob(JobKind.INVITE, incident.id, {"users": [by]}),
+            # The paged are invited before the alert mentions them (and told directly).
+            *self._reach_jobs(incident, events),
+            NewJob(JobKind.POST_ALERT, incident.id, {}),
+            NewJob(JobKind.POST_PLAYBOOK, incident.id, {"others": others}),
+        ]
+        if self.policy.announce_channel and not drill:
+            jobs.append(NewJob(JobKind.ANNOUNCE, incident.id, {}))
+        if response_url:
+            jobs.append(
+                NewJob(
+                    JobKind.RESPOND,
+                    incident.id,
+                    {"url": response_url, "template": "channel_ready"},
+                )
+            )
+        jobs += self._paging_jobs(incident, events)
+        await tx.enqueue(jobs, now=now)
+        await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+        return record, events
 
     # ---- commands on an incident (each one transaction through `_apply`) -----------------
     async def acknowledge(self, where: Where, *, by: str) -> Outcome:

@@ -80,6 +80,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class AlertKey:
+    """An alert (or an Alertmanager group) as the database knows it: the incident it belongs
+    to (None: claimed just now, no incident yet), whether it fires, since when."""
+
+    key: str
+    incident_id: str | None
+    firing: bool
+    starts_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ClaimedTimer:
     id: int
     incident_id: str
@@ -157,6 +168,24 @@ class Tx(Protocol):
 
     async def forget_once_keys(self, *, before: datetime) -> int:
         """Drop the keys recorded before `before` (long past any repeat); returns how many."""
+        ...
+
+    async def claim_alert_keys(self, keys: list[str], *, now: datetime) -> dict[str, AlertKey]:
+        """Each key's row, created (with no incident) where there was none, and locked until
+        the transaction ends: a second transaction claiming the same keys waits for this one
+        and then sees what it recorded."""
+        ...
+
+    async def set_alert_keys(self, keys: list[AlertKey], *, now: datetime) -> None:
+        """Record each key's incident, state and start."""
+        ...
+
+    async def drop_unclaimed_alert_keys(self, keys: list[str]) -> None:
+        """Delete the rows of `keys` that belong to no incident (claimed, then ignored)."""
+        ...
+
+    async def firing_alerts(self, incident_id: str) -> int:
+        """How many alerts of the incident fire now (groups not counted)."""
         ...
 
 

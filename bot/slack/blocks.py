@@ -30,7 +30,7 @@ from slack_sdk.models.views import View
 
 from bot.domain.actions import ActionItem
 from bot.domain.policy import Policy
-from bot.domain.timeline import TimelineEntry, describe
+from bot.domain.timeline import TimelineEntry, describe, fired_again
 from bot.playbooks import Playbook
 from bot.slack import texts
 from bot.slack.texts import clip, escape, mention, mentions, when
@@ -179,6 +179,7 @@ def alert(
     blocks: list[Block] = [
         _header(f"{'🧪 DRILL · ' if state.get('drill') else ''}{head} - {severity}"),
         _section(f"*{_title(state)}*\n{_severity_line(state)}"),
+        *_from_alert(state),
         _fields(
             _present(
                 [
@@ -229,6 +230,105 @@ def alert(
     if paging and not resolved and not state.get("drill"):
         fallback += f" · {mentions(paging)}"
     return Message(fallback, _dicts(blocks))
+
+
+def link(url: Any, label: str) -> str:
+    """A link for a URL that came from outside (an alert): only http(s), escaped, and never
+    able to close the link early or change its label; empty otherwise."""
+    text = str(url or "").strip()
+    if not text.startswith(("http://", "https://")) or any(c.isspace() for c in text):
+        return ""
+    return f"<{escape(text).replace('|', '%7C')}|{label}>"
+
+
+def firing_text(count: int) -> str:
+    return texts.firing(count)
+
+
+def _from_alert(state: dict[str, Any]) -> list[Block]:
+    """For an incident the bot declared from an alert: where the alert came from, its
+    summary and description (escaped and cut), and its links (runbook, dashboard, source,
+    silence)."""
+    alert = state.get("alert")
+    if not isinstance(alert, dict):
+        return []
+    name = clip(escape(str(alert.get("name", ""))), 200)
+    head = f"🤖 Declared by the bot {texts.alert_source(alert)}: *{name}*"
+    facts = [firing_text(int(alert.get("firing", 1)))]
+    if alert.get("truncated"):
+        facts.append(f"{alert['truncated']} more not read")
+    if alert.get("started_at"):
+        facts.append(f"firing since {when(_time(alert['started_at']))}")
+    declared = _time(state.get("declared_at"))
+    again = fired_again(alert, declared) if declared else ""
+    lines = [f"{head}\n{' · '.join(facts)}" + (f"\n🔁 {again}" if again else "")]
+    summary = escape(str(alert.get("summary") or ""))
+    if summary and summary != _title(state):
+        lines.append(f"*Summary:* {clip(summary, 500)}")
+    description = escape(str(alert.get("description") or ""))
+    if description:
+        lines.append(f"*Description:* {clip(description, 1500)}")
+    links = [
+        link(alert.get("runbook_url"), "Runbook"),
+        link(alert.get("dashboard"), "Dashboard"),
+        link(alert.get("url"), "Source"),
+        link(alert.get("silence"), "Silence"),
+    ]
+    shown = " · ".join(x for x in links if x)
+    if shown:
+        lines.append(shown)
+    return [_section("\n".join(lines))]
+
+
+def _alert_names(event: dict[str, Any]) -> str:
+    listed = list(event.get("alerts") or [])
+    names = []
+    for item in listed[:10]:
+        name = f"*{clip(escape(str(item.get('name', ''))), 100)}*"
+        summary = clip(escape(str(item.get("summary") or "")), 200)
+        again = " (fired again)" if item.get("again") else ""
+        names.append(f"{name}{again}" + (f": {summary}" if summary else ""))
+    more = int(event.get("count") or len(listed)) - len(names)
+    if more > 0:
+        names.append(f"and {more} more")
+    return "\n".join(f"• {n}" for n in names)
+
+
+def alert_fired_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    count = int(event.get("count") or 1)
+    what = "An alert" if count == 1 else f"{count} alerts"
+    text = (
+        f"🔔 {what} of this incident fired ({firing_text(int(event.get('firing', 0)))}):\n"
+        f"{_alert_names(event)}"
+    )
+    return _line(state, text)
+
+
+def alert_resolved_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    """A resolved alert, with **Resolve**: monitoring says it stopped; people decide."""
+    count = int(event.get("count") or 1)
+    what = "An alert" if count == 1 else f"{count} alerts"
+    firing = int(event.get("firing", 0))
+    if firing:
+        status = f"Still firing: {firing} alert{'s' if firing != 1 else ''}."
+    else:
+        status = "*Every alert of this incident is resolved.*"
+    text = f"✅ {what} of this incident resolved:\n{_alert_names(event)}\n{status}"
+    if state.get("status") == "resolved":
+        return _line(state, text)
+    text += " Resolve the incident when you are sure it is over."
+    button = ActionsBlock(
+        block_id="alert_resolved",
+        elements=[
+            ButtonElement(
+                text="Resolve",
+                action_id=Action.RESOLVE,
+                value=str(state["id"]),
+                style="primary",
+            )
+        ],
+    )
+    return _with(state, text, button)
 
 
 def escalation_mark(state: dict[str, Any]) -> str:
@@ -642,6 +742,10 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
             )
         case "resolved":
             return resolution_message(state, event)
+        case "alert_fired":
+            return alert_fired_message(state, event)
+        case "alert_resolved":
+            return alert_resolved_message(state, event)
         case "acknowledged":
             waited = texts.duration_text(int(event.get("seconds", 0)))
             return _line(

@@ -11,6 +11,8 @@ import unicodedata
 from datetime import datetime
 
 from bot.domain.policy import Policy, human_duration
+from bot.domain.timeline import SOURCE_NAMES
+from bot.domain.timeline import firing as firing_count
 
 _UNSAFE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _ESCAPED_MENTION = re.compile(r"&lt;(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+)&gt;")
@@ -226,3 +228,13 @@ def duration_text(seconds: int) -> str:
     from datetime import timedelta
 
     return human_duration(timedelta(seconds=seconds))
+
+
+def alert_source(alert: dict[str, object]) -> str:
+    """`from Alertmanager` (Grafana, a webhook) for an alert's details."""
+    return f"from {SOURCE_NAMES.get(str(alert.get('source')), 'a webhook')}"
+
+
+def firing(count: int) -> str:
+    """`3 alerts firing`, `1 alert firing`, `every alert resolved`."""
+    return firing_count({"firing": count})

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,6 +18,7 @@ from bot.domain.incident import Event, Incident
 from bot.domain.policy import RESOLVED
 from bot.domain.timeline import TimelineEntry
 from bot.service.ports import (
+    AlertKey,
     ClaimedTimer,
     IncidentRecord,
     Job,
@@ -27,7 +28,15 @@ from bot.service.ports import (
     SlackRefs,
 )
 from bot.store.db import WORKER_LOCK_CLASS, Database
-from bot.store.tables import incident_days, incidents, once_keys, slack_jobs, timeline, timers
+from bot.store.tables import (
+    alert_keys,
+    incident_days,
+    incidents,
+    once_keys,
+    slack_jobs,
+    timeline,
+    timers,
+)
 
 
 class ConcurrentUpdate(Exception):
@@ -59,6 +68,7 @@ _INCIDENT_FIELDS = [
     "paged",
     "playbook",
     "ticks",
+    "alert",
 ]
 _REF_FIELDS = [
     "playbook_ts",
@@ -165,6 +175,7 @@ def _record(row: RowMapping) -> IncidentRecord:
     incident.done = list(incident.done or [])
     incident.paged = list(incident.paged or [])
     incident.ticks = dict(incident.ticks or {})
+    incident.alert = dict(incident.alert) if incident.alert else None
     incident.actions = [_action(item) for item in row["actions"] or []]
     return IncidentRecord(incident, SlackRefs(**{name: row[name] for name in _REF_FIELDS}))
 
@@ -717,6 +728,84 @@ class SqlTx(_TimerMixin):
     async def forget_once_keys(self, *, before: datetime) -> int:
         result = await self.c.execute(delete(once_keys).where(once_keys.c.at < before))
         return int(result.rowcount or 0)
+
+    # ---- alerts ------------------------------------------------------------------------
+    async def claim_alert_keys(self, keys: list[str], *, now: datetime) -> dict[str, AlertKey]:
+        """Insert-or-nothing, then lock (PostgreSQL: FOR UPDATE), in one order for everyone
+        (sorted), so two transactions claiming overlapping keys queue instead of deadlocking.
+        SQLite's BEGIN IMMEDIATE already lets one writer in at a time."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        dialect = postgresql if self._postgres else sqlite
+        for start in range(0, len(wanted), 500):
+            rows = [
+                {"key": key, "incident_id": None, "firing": False, "updated_at": now}
+                for key in wanted[start : start + 500]
+            ]
+            await self.c.execute(
+                dialect.insert(alert_keys)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[alert_keys.c.key])
+            )
+        found: dict[str, AlertKey] = {}
+        for start in range(0, len(wanted), 500):
+            statement = (
+                select(alert_keys)
+                .where(alert_keys.c.key.in_(wanted[start : start + 500]))
+                .order_by(alert_keys.c.key)
+            )
+            if self._postgres:
+                statement = statement.with_for_update()
+            for row in (await self.c.execute(statement)).mappings():
+                found[row["key"]] = AlertKey(
+                    key=row["key"],
+                    incident_id=row["incident_id"],
+                    firing=bool(row["firing"]),
+                    starts_at=row["starts_at"],
+                )
+        return found
+
+    async def set_alert_keys(self, keys: list[AlertKey], *, now: datetime) -> None:
+        if not keys:
+            return
+        await self.c.execute(
+            update(alert_keys)
+            .where(alert_keys.c.key == bindparam("b_key"))
+            .values(
+                incident_id=bindparam("b_incident"),
+                firing=bindparam("b_firing"),
+                starts_at=bindparam("b_starts"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_key": item.key,
+                    "b_incident": item.incident_id,
+                    "b_firing": item.firing,
+                    "b_starts": item.starts_at,
+                }
+                for item in keys
+            ],
+        )
+
+    async def drop_unclaimed_alert_keys(self, keys: list[str]) -> None:
+        """Forget the keys this transaction claimed and gave no incident (ignored alerts)."""
+        for start in range(0, len(keys), 500):
+            await self.c.execute(
+                delete(alert_keys).where(
+                    alert_keys.c.key.in_(keys[start : start + 500]),
+                    alert_keys.c.incident_id.is_(None),
+                )
+            )
+
+    async def firing_alerts(self, incident_id: str) -> int:
+        statement = select(func.count()).where(
+            alert_keys.c.incident_id == incident_id,
+            alert_keys.c.firing.is_(True),
+            alert_keys.c.key.like("alert:%"),
+        )
+        return int((await self.c.execute(statement)).scalar_one())
 
 
 class SqlStore:

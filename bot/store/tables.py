@@ -102,6 +102,8 @@ incidents = Table(
     Column("alert_ts", String(32)),
     Column("announce_channel_id", String(32)),
     Column("announce_ts", String(32)),
+    # Declared from an alert: the alert's details (null: declared by a person).
+    Column("alert", Json),
     UniqueConstraint("day", "seq"),
     Index("ix_incidents_status", "status"),
 )
@@ -167,4 +169,19 @@ once_keys = Table(
     metadata,
     Column("key", String(200), primary_key=True),
     Column("at", UTCDateTime, nullable=False),
+)
+
+# Alerts from monitoring and the incident each belongs to. The primary key is the
+# de-duplication: an alert (`alert:am:<fingerprint>`, `alert:generic:<key>`) or an
+# Alertmanager group (`group:<hash of groupKey>`) has one row, claimed with an insert that
+# does nothing on conflict, then locked; so two replicas receiving the same group at once
+# make one incident. A key whose incident was resolved is pointed at the next one.
+alert_keys = Table(
+    "alert_keys",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("incident_id", String(32), ForeignKey("incidents.id"), index=True),
+    Column("firing", Boolean, nullable=False),
+    Column("starts_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,1 @@
+"""The HTTP surface beside Slack: alert intake (`alerts.py`)."""
