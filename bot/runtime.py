@@ -25,6 +25,7 @@ from sqlalchemy.engine.url import make_url
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.domain.policy import Policy, load_policy
+from bot.integrations.email import Mailer
 from bot.integrations.pagerduty import PagerDuty
 from bot.metrics import Metrics
 from bot.playbooks import load_playbooks
@@ -36,6 +37,7 @@ from bot.slack.server import build_web_app
 from bot.slack.socketmode import SocketMode, socket_mode
 from bot.store.db import Database
 from bot.store.repository import SqlStore
+from bot.web.status import add_status_routes
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,17 @@ class Runtime:
         inline = web_client(settings, retry_inline=True, metrics=metrics)
         identity = Identity(token=settings.slack_bot_token.get_secret_value())
         directory = SlackDirectory(inline, team_id=lambda: identity.team_id)
+        mailer = (
+            Mailer(
+                url=settings.smtp_url.get_secret_value(),
+                sender=settings.email_from or "",
+                public_url=settings.public_url,
+            )
+            if settings.smtp_url is not None
+            else None
+        )
+        if mailer is None and any(s.email for s in policy.severities):
+            log.warning("the policy names email addresses but SMTP_URL is not set: no email")
         executor = SlackExecutor(
             client=web_client(settings, retry_inline=False, metrics=metrics),
             store=store,
@@ -136,6 +149,7 @@ class Runtime:
             pagerduty=PagerDuty(events_url=settings.pagerduty_events_url),
             playbooks=playbooks,
             directory=directory,
+            mailer=mailer,
         )
         executor.bot_user = lambda: identity.bot_user_id
         worker = Worker(
@@ -154,6 +168,7 @@ class Runtime:
             wake=worker.wake,
             playbooks=playbooks,
             directory=directory,
+            email=mailer is not None,
         )
         worker.timers = service
         executor.service = service
@@ -185,6 +200,7 @@ class Runtime:
             if settings.metrics_token
             else None,
         )
+        add_status_routes(app, view=service.status_view, public_url=settings.public_url)
         return cls(
             settings=settings,
             policy=policy,
