@@ -472,23 +472,33 @@ class SlackExecutor:
 
     async def _email(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Email the severity's addresses. While the SMTP server is away the job waits in a
-        lane of its own and the channel is told once; a refusal is said in the channel."""
+        lane of its own and the incident channel is told once (when it exists); a refusal
+        for good is said there too, and ends the job without sending again."""
         if job.result.get("sent"):
             return dict(job.result)
         if self.mailer is None:
             raise JobFailed("SMTP_URL is not set: no email can be sent")
-        try:
-            result = await self.mailer.send(job.id, job.payload)
-        except JobRetry as trouble:
-            if job.attempts == 1:
-                await self._notice(record, texts.email_trouble(str(trouble), retrying=True))
-            raise
-        except JobFailed as refusal:
-            await self._notice(record, texts.email_trouble(str(refusal), retrying=False))
-            raise
-        if job.attempts > 1:
-            await self._notice(record, texts.email_recovered(len(result.get("to") or [])))
-        return {"sent": True, **result}
+        refused = job.result.get("refused")
+        if refused is None:
+            try:
+                result = await self.mailer.send(job.id, job.payload)
+            except JobRetry as trouble:
+                if not job.result.get("told") and record.slack.channel_id:
+                    await self._notice(record, texts.email_trouble(str(trouble), retrying=True))
+                    job.result["told"] = True
+                    await self._save_result(job)
+                raise
+            except JobFailed as refusal:
+                refused = str(refusal)
+                job.result["refused"] = refused
+                await self._save_result(job)
+            else:
+                if job.result.get("told"):
+                    await self._notice(record, texts.email_recovered(len(result.get("to") or [])))
+                return {"sent": True, **result}
+        await self._channel(record)  # the refusal is said once the channel exists
+        await self._notice(record, texts.email_trouble(str(refused), retrying=False))
+        raise JobFailed(str(refused))
 
     # ---- reaching people ---------------------------------------------------------------
     async def _save_result(self, job: Job) -> None:
