@@ -66,3 +66,16 @@ def test_one_clock() -> None:
         or "time.time()" in path.read_text(encoding="utf-8")
     ]
     assert sorted(readers) == ["clock.py", "devtools/driver.py", "devtools/fakeslack.py"]
+
+
+@pytest.mark.parametrize("path", modules("web"), ids=lambda p: p.name)
+def test_the_public_web_reads_only_the_domain(path: Path) -> None:
+    """The status page is public: it imports neither Slack nor the store, so it can show
+    only what the service hands it (the published updates)."""
+    for name in imports_of(path):
+        assert not name.startswith(("bot.slack", "bot.store", "bot.service")), (
+            f"{path.name} imports {name}"
+        )
+        assert name.split(".")[0] not in {"slack_sdk", "slack_bolt", "sqlalchemy"}, (
+            f"{path.name} imports {name}"
+        )

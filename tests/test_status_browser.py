@@ -66,7 +66,11 @@ async def test_the_page_in_a_browser(slack: Slack) -> None:
             assert await page.title() == "Example status: Minor Service Outage"
 
             headings = await page.get_by_role("heading").all_inner_texts()
-            assert headings[:3] == ["Example status", "Current incidents", "Service disruption affecting Payments"]
+            assert headings[:3] == [
+                "Example status",
+                "Current incidents",
+                "Service disruption affecting Payments",
+            ]
             banner = page.get_by_role("status")
             assert (await banner.inner_text()).strip().endswith("Minor Service Outage")
             components = await page.locator("ul.components li").all_inner_texts()
@@ -78,8 +82,10 @@ async def test_the_page_in_a_browser(slack: Slack) -> None:
             updates = page.locator("article ol.updates li")
             texts = [" ".join(t.split()) for t in await updates.all_inner_texts()]
             assert len(texts) == 2
-            assert texts[0].startswith("Monitoring") and "A fix is in place" in texts[0]
-            assert texts[1].startswith("Investigating") and "<script>" in texts[1]
+            assert texts[0].startswith("Monitoring")
+            assert "A fix is in place" in texts[0]
+            assert texts[1].startswith("Investigating")
+            assert "<script>" in texts[1]
             assert "<!channel>" in texts[1]  # shown as text, not run, not a mention
 
             shown = await page.locator("body").inner_text()

@@ -349,3 +349,17 @@ def test_page_json_is_well_formed_without_a_status_page_section() -> None:
     assert summary["page"]["name"] == "Status"
     assert summary["components"] == []
     assert json.loads(json.dumps(summary)) == summary
+
+
+async def test_history_keeps_the_last_14_days(slack: Slack) -> None:
+    old = await declare_with_services(slack, title="old one")
+    await slack.command("publish Old trouble with payments.", channel=old.id)
+    await slack.command("resolve fixed", channel=old.id)
+    slack.clock.advance(timedelta(days=13))
+    seen = _visible((await fetch(slack, "/status")).text)
+    assert "Old trouble with payments." in seen[seen.index("Past incidents") :]
+    slack.clock.advance(timedelta(days=1, minutes=1))
+    page = (await fetch(slack, "/status")).text
+    assert "Old trouble with payments." not in page
+    assert "No incidents in the last 14 days." in page
+    assert "Old trouble" not in (await fetch(slack, "/status/history.atom")).text
