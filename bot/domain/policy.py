@@ -308,7 +308,8 @@ class Permissions(_Model):
     publish: list[str] | None = Field(  # customer-facing status-page updates
         default=None,
         description="Who may publish customer-facing updates on the status page "
-        "(`/incident publish`, and the public resolution text of a public incident).",
+        "(`/incident publish` and its form). The resolution of a public incident is "
+        "published by whoever may resolve it.",
     )
 
     def allowed(self, action: str) -> list[str] | None:

@@ -569,22 +569,15 @@ class IncidentService:
         once: str | None = None,
     ) -> Outcome:
         """Resolve; a public incident publishes its resolution too (`public_text`, or the
-        usual resolution message), which the `publish` permission also governs."""
-        may_resolve = await self._permission("resolve", by)
-        may_publish = await self._permission("publish", by)
-
-        def guard(incident: Incident) -> None:
-            may_resolve(incident)
-            if incident.public:
-                may_publish(incident)
-
+        usual resolution message). Whoever may resolve publishes it: the page must never
+        show an ended incident as ongoing."""
         return await self._apply(
             where,
             lambda i, now: i.resolve(
                 by=by, summary=summary, root_cause=root_cause, now=now, public_text=public_text
             ),
             enrich=self._drill_report,
-            guard=guard,
+            guard=await self._permission("resolve", by),
             once=once,
         )
 
