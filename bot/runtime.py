@@ -266,7 +266,12 @@ class Runtime:
         """Run until quiet: background replies, then every due Slack job (tests, demo)."""
         for _ in range(max_rounds):
             await self.background.wait()
-            if not await self.worker.run_once() and not self.background.busy:
+            await self.worker.drain()
+            if (
+                not await self.worker.run_once()
+                and not self.background.busy
+                and not self.worker.busy
+            ):
                 return
         raise RuntimeError("the bot did not settle")
 
@@ -281,6 +286,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.worker.abandon()
         if self.socket is not None:
             await self.socket.close()
         with contextlib.suppress(Exception):

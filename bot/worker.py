@@ -4,7 +4,9 @@ It claims due jobs (one per incident at a time, in recorded order), runs them, a
 the outcome. A job whose run fails transiently is retried with backoff (Slack's
 `Retry-After` wins); a permanent failure is recorded and logged with the incident id. A job
 left running by a dead process is claimed again when its lease expires. With several
-processes on one PostgreSQL database, each job is claimed by exactly one of them.
+processes on one PostgreSQL database, each job is claimed by exactly one of them. Jobs for
+other servers (PagerDuty, SMTP) run beside the loop, so a server that takes its whole
+timeout to fail delays no Slack message.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
-from bot.service.ports import Job, JobFailed, JobRetry, Store
+from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
 
 JobRunner = Callable[[Job], Awaitable[dict[str, Any]]]
+# Jobs for servers other than Slack, run beside the loop: each has a lane of its own, so
+# one waiting on its server holds up nothing else.
+DETACHED = frozenset({JobKind.PAGERDUTY, JobKind.EMAIL})
 
 
 class Timers(Protocol):
@@ -83,6 +88,8 @@ class Worker:
         self.running = False
         # Incidents whose long wait was logged (forgotten once their work goes through).
         self._reported: set[str] = set()
+        # Jobs run beside the loop (see `_detach`), by job id.
+        self._detached: dict[int, asyncio.Task[None]] = {}
 
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
@@ -106,16 +113,64 @@ class Worker:
                 limit=self.concurrency,
                 lease_seconds=self.lease_seconds,
             )
-        if jobs:
-            renewal = asyncio.create_task(self._keep_claims([job.id for job in jobs]))
+        inline = [job for job in jobs if job.kind not in DETACHED]
+        for job in jobs:
+            if job.kind in DETACHED:
+                self._detach(job)
+        if inline:
+            renewal = asyncio.create_task(self._keep_claims([job.id for job in inline]))
             try:
-                outcomes = await asyncio.gather(*(self._run(job) for job in jobs))
+                outcomes = await asyncio.gather(*(self._run(job) for job in inline))
             finally:
                 renewal.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await renewal
             await self._record(outcomes)
         return fired + len(jobs)
+
+    def _detach(self, job: Job) -> None:
+        """Run a job that talks to something other than Slack (PagerDuty, an SMTP server)
+        beside the loop: a server that takes its whole timeout to fail holds up no Slack
+        message. The job records its own outcome; if this process dies first, its claim
+        lapses and it is run again, like any job."""
+
+        async def run() -> None:
+            renewal = asyncio.create_task(self._keep_claims([job.id]))
+            try:
+                outcome = await self._run(job)
+            finally:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewal
+            try:
+                await self._record([outcome])
+            except Exception:  # the database is away: the claim lapses, the job runs again
+                log.warning("could not record the outcome of job %s", job.id, exc_info=True)
+            self.wake()  # the next job of its lane may run now
+
+        task = asyncio.create_task(run())
+        self._detached[job.id] = task
+        task.add_done_callback(lambda _: self._detached.pop(job.id, None))
+
+    @property
+    def busy(self) -> bool:
+        """Whether jobs run beside the loop (PagerDuty, email) are still under way."""
+        return bool(self._detached)
+
+    async def drain(self) -> None:
+        """Wait until the jobs run beside the loop are done (tests, the demo)."""
+        while self._detached:
+            await asyncio.gather(*list(self._detached.values()), return_exceptions=True)
+
+    async def abandon(self) -> None:
+        """Stop the jobs run beside the loop (shutting down): their claims lapse and they
+        run again later, as after a crash."""
+        tasks = list(self._detached.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def _keep_claims(self, job_ids: list[int]) -> None:
         """While a batch runs, renew its claims so no other replica takes a slow job over."""

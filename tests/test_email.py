@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -198,6 +199,37 @@ async def test_smtp_down_email_waits_and_nothing_else_does(slack: Slack, smtp_po
         assert len(box.messages) == 2, "each email arrives once"
     finally:
         controller.stop()
+
+
+async def test_a_server_that_never_answers_holds_up_no_slack_message(
+    slack: Slack, smtp_port: int
+) -> None:
+    """A blackholed SMTP server (connections accepted, never a greeting) fails only after
+    the whole timeout: the Slack work of the incident goes on meanwhile."""
+    assert slack.bot.executor.mailer is not None
+    slack.bot.executor.mailer.timeout = 1.5
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", smtp_port))
+        blackhole.listen(8)  # the kernel accepts; nobody ever speaks
+        await slack.command("", user=ALICE)
+        view = next(v for v in slack.fake.views if v.get("callback_id") == Modal.DECLARE)
+        values = slack.driver.view_values_from(
+            view, {"severity": "SEV1", "title": "checkout slow", "services": "payments"}
+        )
+        await slack.driver.submit(Modal.DECLARE, values, view_id=str(view["id"]))
+        started = time.monotonic()
+        for _ in range(50):  # what the worker loop does, without waiting for email
+            await slack.bot.background.wait()
+            if not await slack.bot.worker.run_once():
+                break
+        elapsed = time.monotonic() - started
+        channel = slack.incident_channel()
+        assert any("INCIDENT ALERT" in t for t in slack.texts(channel))
+        assert slack.fake.channel("incidents").messages, "the announcement went out"
+        assert elapsed < 1.0, f"Slack work waited {elapsed:.2f}s for the SMTP server"
+        assert slack.bot.worker.busy, "the email is still waiting for its server"
+        await slack.bot.worker.drain()  # the email gives up after its timeout: retried later
+    assert not slack.bot.worker.busy
 
 
 async def test_refused_recipients_end_the_job_and_the_channel_is_told(
