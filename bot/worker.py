@@ -113,6 +113,9 @@ class Worker:
                 limit=self.concurrency,
                 lease_seconds=self.lease_seconds,
             )
+        # A job this process already runs beside the loop is not run twice (without the
+        # liveness lock, as in the tests, its claim looks free to the next round).
+        jobs = [job for job in jobs if job.id not in self._detached]
         inline = [job for job in jobs if job.kind not in DETACHED]
         for job in jobs:
             if job.kind in DETACHED:
@@ -162,10 +165,13 @@ class Worker:
         while self._detached:
             await asyncio.gather(*list(self._detached.values()), return_exceptions=True)
 
-    async def abandon(self) -> None:
-        """Stop the jobs run beside the loop (shutting down): their claims lapse and they
-        run again later, as after a crash."""
+    async def abandon(self, *, grace: float = 2.0) -> None:
+        """Stop the jobs run beside the loop (shutting down): those not done within `grace`
+        seconds are cancelled; their claims lapse and they run again later, as after a
+        crash."""
         tasks = list(self._detached.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -207,7 +207,7 @@ async def test_a_server_that_never_answers_holds_up_no_slack_message(
     """A blackholed SMTP server (connections accepted, never a greeting) fails only after
     the whole timeout: the Slack work of the incident goes on meanwhile."""
     assert slack.bot.executor.mailer is not None
-    slack.bot.executor.mailer.timeout = 1.5
+    slack.bot.executor.mailer.timeout = 4  # it waits that long before giving up
     with socket.socket() as blackhole:
         blackhole.bind(("127.0.0.1", smtp_port))
         blackhole.listen(8)  # the kernel accepts; nobody ever speaks
@@ -226,10 +226,12 @@ async def test_a_server_that_never_answers_holds_up_no_slack_message(
         channel = slack.incident_channel()
         assert any("INCIDENT ALERT" in t for t in slack.texts(channel))
         assert slack.fake.channel("incidents").messages, "the announcement went out"
-        assert elapsed < 1.0, f"Slack work waited {elapsed:.2f}s for the SMTP server"
         assert slack.bot.worker.busy, "the email is still waiting for its server"
-        await slack.bot.worker.drain()  # the email gives up after its timeout: retried later
-    assert not slack.bot.worker.busy
+        assert elapsed < 3.5, f"Slack work waited {elapsed:.2f}s for the SMTP server"
+        await slack.bot.worker.drain()  # the server's silence ends in a timeout: a retry
+    told = [t for t in slack.texts(channel) if "Email to stakeholders not sent yet" in t]
+    assert len(told) == 1
+    assert "SMTP server unreachable" in told[0]
 
 
 async def test_refused_recipients_end_the_job_and_the_channel_is_told(

@@ -80,6 +80,8 @@ async def test_publish_update_resolve_as_customers_see_it(slack: Slack) -> None:
         },
     )
     slack.clock.advance(timedelta(minutes=10))
+    await slack.command("update internal-update-zebracorn: pool exhausted", channel=channel.id)
+    await slack.command("note ask vendor-zebracorn about limits", channel=channel.id)
     await slack.command("status identified", channel=channel.id)
     reply = await slack.command(
         "publish Payments=degraded Status-API=operational A fix is rolling out.",
@@ -148,6 +150,8 @@ async def test_publish_update_resolve_as_customers_see_it(slack: Slack) -> None:
         "Alice",
         "secret-root",
         "payments down",
+        "pool exhausted",
+        "vendor",
     ]
     for path in ("/status", "/status/api/v2/summary.json", "/status/history.atom"):
         body = (await fetch(slack, path)).text

@@ -483,6 +483,7 @@ class SlackExecutor:
             try:
                 result = await self.mailer.send(job.id, job.payload)
             except JobRetry as trouble:
+                record = await self._record(job)  # the channel may exist by now
                 if not job.result.get("told") and record.slack.channel_id:
                     await self._notice(record, texts.email_trouble(str(trouble), retrying=True))
                     job.result["told"] = True
