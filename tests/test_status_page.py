@@ -55,7 +55,8 @@ async def test_publish_update_resolve_as_customers_see_it(slack: Slack) -> None:
     assert before.status_code == 200
     assert "All Systems Operational" in before.text  # nothing is public before a publish
 
-    # The form: the seeds' template pre-filled, a public title, the suggested component.
+    # The form: the customer-communication template pre-filled, a public title, the
+    # suggested component.
     await slack.command("publish", channel=channel.id)
     form = _view(slack, Modal.PUBLISH)
     title = _input(form, "title")["initial_value"]
