@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         description="Enables POST /alerts/alertmanager and /alerts/generic, which then need "
         "Authorization: Bearer <this token>",
     )
+    public_url: str | None = Field(
+        default=None, description="The address people reach the bot at (status page links)"
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None, description="smtp://user:pass@host:587 (STARTTLS when offered) or smtps://"
+    )
+    email_from: str | None = Field(default=None, description="The sender of the emails")
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -102,6 +109,41 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://incidents.example.com")
+        return value.strip().rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from bot.integrations.email import parse_smtp_url
+
+        parse_smtp_url(value.get_secret_value().strip())  # its message never shows the URL
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _email_from(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        address = value.strip()
+        if "@" not in address or any(c in address for c in "\r\n"):
+            raise ValueError("must be an email address, e.g. incidents@example.com")
+        return address
+
+    @model_validator(mode="after")
+    def _email_pair(self) -> Settings:
+        if self.smtp_url is not None and self.email_from is None:
+            raise ValueError("EMAIL_FROM is required when SMTP_URL is set")
+        return self
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
@@ -132,8 +174,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_input=False, include_url=False):
-            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            name = str(error["loc"][0]).upper() if error["loc"] else ""
             message = "is required" if error["type"] == "missing" else error["msg"]
             message = message.removeprefix("Value error, ")
-            problems.append(f"{name} {message}")
+            problems.append(f"{name} {message}" if name else message)
         raise SettingsError("; ".join(problems)) from None

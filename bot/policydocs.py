@@ -89,6 +89,8 @@ _DESCRIBED = {
     "compliance",
     "permissions",
     "alerts",
+    "status_page",
+    "email_details",
 }
 
 
@@ -119,11 +121,17 @@ def describe_policy(policy: Policy) -> list[str]:
         lines += _levels(severity.escalation, numbered=True)
         lines.append("    time open, while unresolved, from declaration:")
         lines += _levels(severity.open_escalation, numbered=False)
+        if severity.email:
+            lines.append(f"    email ({policy.email_details}): {', '.join(severity.email)}")
     followups = policy.followups
+    customers = "published incidents"
+    if followups.customer_communication_from:
+        customers += f" and {followups.customer_communication_from} or more severe"
     lines.append(
         f"  follow-ups after resolution: report {span(followups.report)}, "
         f"post-mortem {span(followups.postmortem)}, "
-        f"action review {span(followups.action_review)}"
+        f"action review {span(followups.action_review)}, "
+        f"customer communication {span(followups.customer_communication)} ({customers})"
     )
     if policy.compliance:
         lines.append("  compliance clocks, from declaration, for incidents with the tag:")
@@ -142,6 +150,14 @@ def describe_policy(policy: Policy) -> list[str]:
     if any(policy.permissions.allowed(action) is not None for action in PERMISSION_ACTIONS):
         lines.append("    (while nobody holds command, anyone may)")
     lines += _alert_rules(policy)
+    page = policy.status_page
+    if page is None:
+        lines.append("  status page: no components (add `status_page` to show some)")
+    else:
+        lines.append(f"  status page: {page.title}")
+        for component in page.components:
+            services = ", ".join(component.services) or "no services"
+            lines.append(f"    {component.name} (proposed for {services})")
     data = policy.model_dump(mode="json")
     for name in Policy.model_fields:
         if name not in _DESCRIBED:

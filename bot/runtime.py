@@ -25,6 +25,7 @@ from sqlalchemy.engine.url import make_url
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.domain.policy import Policy, load_policy
+from bot.integrations.email import Mailer
 from bot.integrations.pagerduty import PagerDuty
 from bot.metrics import Metrics
 from bot.playbooks import load_playbooks
@@ -38,6 +39,7 @@ from bot.slack.socketmode import SocketMode, socket_mode
 from bot.store.db import Database
 from bot.store.repository import SqlStore
 from bot.web.alerts import add_alert_routes
+from bot.web.status import add_status_routes
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,17 @@ class Runtime:
         inline = web_client(settings, retry_inline=True, metrics=metrics)
         identity = Identity(token=settings.slack_bot_token.get_secret_value())
         directory = SlackDirectory(inline, team_id=lambda: identity.team_id)
+        mailer = (
+            Mailer(
+                url=settings.smtp_url.get_secret_value(),
+                sender=settings.email_from or "",
+                public_url=settings.public_url,
+            )
+            if settings.smtp_url is not None
+            else None
+        )
+        if mailer is None and any(s.email for s in policy.severities):
+            log.warning("the policy names email addresses but SMTP_URL is not set: no email")
         executor = SlackExecutor(
             client=web_client(settings, retry_inline=False, metrics=metrics),
             store=store,
@@ -140,6 +153,7 @@ class Runtime:
             pagerduty=PagerDuty(events_url=settings.pagerduty_events_url),
             playbooks=playbooks,
             directory=directory,
+            mailer=mailer,
         )
         executor.bot_user = lambda: identity.bot_user_id
         worker = Worker(
@@ -158,6 +172,7 @@ class Runtime:
             wake=worker.wake,
             playbooks=playbooks,
             directory=directory,
+            email=mailer is not None,
         )
         worker.timers = service
         executor.service = service
@@ -203,6 +218,7 @@ class Runtime:
                 count=metrics.alert_request,
             )
             log.info("alerts: POST /alerts/alertmanager and /alerts/generic (ALERTS_TOKEN set)")
+        add_status_routes(app, view=service.status_view, public_url=settings.public_url)
         return cls(
             settings=settings,
             policy=policy,
@@ -268,7 +284,12 @@ class Runtime:
         """Run until quiet: background replies, then every due Slack job (tests, demo)."""
         for _ in range(max_rounds):
             await self.background.wait()
-            if not await self.worker.run_once() and not self.background.busy:
+            await self.worker.drain()
+            if (
+                not await self.worker.run_once()
+                and not self.background.busy
+                and not self.worker.busy
+            ):
                 return
         raise RuntimeError("the bot did not settle")
 
@@ -283,6 +304,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.worker.abandon()
         if self.socket is not None:
             await self.socket.close()
         with contextlib.suppress(Exception):

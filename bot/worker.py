@@ -4,7 +4,9 @@ It claims due jobs (one per incident at a time, in recorded order), runs them, a
 the outcome. A job whose run fails transiently is retried with backoff (Slack's
 `Retry-After` wins); a permanent failure is recorded and logged with the incident id. A job
 left running by a dead process is claimed again when its lease expires. With several
-processes on one PostgreSQL database, each job is claimed by exactly one of them.
+processes on one PostgreSQL database, each job is claimed by exactly one of them. Jobs for
+other servers (PagerDuty, SMTP) run beside the loop, so a server that takes its whole
+timeout to fail delays no Slack message.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
-from bot.service.ports import Job, JobFailed, JobRetry, Store
+from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
 
 JobRunner = Callable[[Job], Awaitable[dict[str, Any]]]
+# Jobs for servers other than Slack, run beside the loop: each has a lane of its own, so
+# one waiting on its server holds up nothing else.
+DETACHED = frozenset({JobKind.PAGERDUTY, JobKind.EMAIL})
 
 
 class Timers(Protocol):
@@ -85,6 +90,8 @@ class Worker:
         self.running = False
         # Incidents whose long wait was logged (forgotten once their work goes through).
         self._reported: set[str] = set()
+        # Jobs run beside the loop (see `_detach`), by job id.
+        self._detached: dict[int, asyncio.Task[None]] = {}
 
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
@@ -105,7 +112,8 @@ class Worker:
         as it ends, in the same transaction that claims the next due jobs (the next job of
         that incident among them), so a slot never waits for a slower neighbour and an
         incident's jobs follow each other without a round of their own. New claims stop
-        after `REFILL_SECONDS`, so that due timers are looked at again in time.
+        after `REFILL_SECONDS`, so that due timers are looked at again in time. Jobs for
+        other servers (PagerDuty, SMTP) are run beside the loop (`_detach`).
         """
         fired = await self.timers.fire_due_timers(worker=self.name) if self.timers else 0
         async with self.store.transaction() as tx:
@@ -114,13 +122,25 @@ class Worker:
                 worker=self.name,
                 limit=self.concurrency,
                 lease_seconds=self.lease_seconds,
+                running=list(self._detached),
             )
         if not jobs:
             return fired
         started = time.monotonic()
-        running = {asyncio.create_task(self._run(job)): job for job in jobs}
-        renewal = asyncio.create_task(self._keep_claims(lambda: [j.id for j in running.values()]))
+        running: dict[asyncio.Task[tuple[Job, str, Any]], Job] = {}
+
+        def start(claimed: list[Job]) -> None:
+            for job in claimed:
+                if job.id in self._detached:  # under way beside the loop already
+                    continue
+                if job.kind in DETACHED:
+                    self._detach(job)
+                else:
+                    running[asyncio.create_task(self._run(job))] = job
+
+        start(jobs)
         ran = len(jobs)
+        renewal = asyncio.create_task(self._keep_claims(lambda: [j.id for j in running.values()]))
         try:
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -132,10 +152,9 @@ class Worker:
                 more = await self._record(
                     outcomes,
                     claim=self.concurrency - len(running) if refill else 0,
-                    running=[job.id for job in running.values()],
+                    running=[job.id for job in running.values()] + list(self._detached),
                 )
-                for job in more:
-                    running[asyncio.create_task(self._run(job))] = job
+                start(more)
                 ran += len(more)
         finally:
             renewal.cancel()
@@ -144,6 +163,53 @@ class Worker:
             for task in running:  # only when recording failed (the database went away)
                 task.cancel()
         return fired + ran
+
+    def _detach(self, job: Job) -> None:
+        """Run a job that talks to something other than Slack (PagerDuty, an SMTP server)
+        beside the loop: a server that takes its whole timeout to fail holds up no Slack
+        message. The job records its own outcome; if this process dies first, its claim
+        lapses and it is run again, like any job."""
+
+        async def run() -> None:
+            renewal = asyncio.create_task(self._keep_claims(lambda: [job.id]))
+            try:
+                outcome = await self._run(job)
+            finally:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewal
+            try:
+                await self._record([outcome])
+            except Exception:  # the database is away: the claim lapses, the job runs again
+                log.warning("could not record the outcome of job %s", job.id, exc_info=True)
+            self.wake()  # the next job of its lane may run now
+
+        task = asyncio.create_task(run())
+        self._detached[job.id] = task
+        task.add_done_callback(lambda _: self._detached.pop(job.id, None))
+
+    @property
+    def busy(self) -> bool:
+        """Whether jobs run beside the loop (PagerDuty, email) are still under way."""
+        return bool(self._detached)
+
+    async def drain(self) -> None:
+        """Wait until the jobs run beside the loop are done (tests, the demo)."""
+        while self._detached:
+            await asyncio.gather(*list(self._detached.values()), return_exceptions=True)
+
+    async def abandon(self, *, grace: float = 2.0) -> None:
+        """Stop the jobs run beside the loop (shutting down): those not done within `grace`
+        seconds are cancelled; their claims lapse and they run again later, as after a
+        crash."""
+        tasks = list(self._detached.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def _keep_claims(self, job_ids: Callable[[], list[int]]) -> None:
         """While jobs run, renew their claims so no other replica takes a slow job over."""
@@ -179,7 +245,11 @@ class Worker:
         return job, "done", result
 
     async def _record(
-        self, outcomes: list[tuple[Job, str, Any]], *, claim: int = 0, running: list[int]
+        self,
+        outcomes: list[tuple[Job, str, Any]],
+        *,
+        claim: int = 0,
+        running: list[int] | None = None,
     ) -> list[Job]:
         """Write outcomes in one transaction, and claim up to `claim` due jobs in it (never
         one of `running`, still under way here); a job whose claim another worker took
@@ -221,7 +291,7 @@ class Worker:
                 worker=self.name,
                 limit=claim,
                 lease_seconds=self.lease_seconds,
-                running=running,
+                running=running or [],
             )
 
     def _report_long_wait(self, job: Job, now: datetime, error: str) -> None:

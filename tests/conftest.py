@@ -104,18 +104,25 @@ def settings_for(fake: FakeSlack, database_url: str, **extra: object) -> Setting
 
 
 @pytest.fixture
+def bot_settings() -> dict[str, object]:
+    """More settings for the bot of `slack` (a test module overrides it: SMTP_URL…)."""
+    return {}
+
+
+@pytest.fixture
 async def slack(
     fake: FakeSlack,
     database: Database,
     clock: FakeClock,
     policy: Policy,
     pagerduty: FakePagerDuty,
+    bot_settings: dict[str, object],
 ) -> AsyncIterator[Slack]:
     """The bot serving HTTP against the fake Slack; its worker is run by `slack.settle()`."""
     general = fake.add_channel("general", members=[ALICE, BOB, CAROL])
     fake.add_channel("incidents", members=[ALICE, BOB, CAROL], bot_is_member=False)
     runtime = await Runtime.create(
-        settings_for(fake, database.url, pagerduty_events_url=pagerduty.url),
+        settings_for(fake, database.url, pagerduty_events_url=pagerduty.url, **bot_settings),
         clock=clock,
         policy=policy,
         database=database,
@@ -131,6 +138,7 @@ async def slack(
             clock=clock,
             general=general,
             pagerduty=pagerduty,
+            bot_url=f"http://127.0.0.1:{port}",
         )
     await runtime.close()
 

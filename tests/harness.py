@@ -36,6 +36,7 @@ class Slack:
     clock: FakeClock
     general: str
     pagerduty: FakePagerDuty
+    bot_url: str = ""  # where the bot serves HTTP (the status page, health)
 
     async def settle(self) -> None:
         """Let the bot finish: background replies, then every due Slack job."""

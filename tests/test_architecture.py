@@ -66,3 +66,23 @@ def test_one_clock() -> None:
         or "time.time()" in path.read_text(encoding="utf-8")
     ]
     assert sorted(readers) == ["clock.py", "devtools/driver.py", "devtools/fakeslack.py"]
+
+
+def test_the_alert_intake_knows_no_slack_nor_the_store() -> None:
+    for name in imports_of(BOT / "web" / "alerts.py"):
+        assert not name.startswith(("bot.slack", "bot.store")), f"alerts.py imports {name}"
+        assert name.split(".")[0] not in {"slack_sdk", "slack_bolt", "sqlalchemy"}, name
+
+
+def test_the_public_web_reads_only_the_domain() -> None:
+    """The status page is public: it imports neither Slack nor the store, so it can show
+    only what the service hands it (the published updates). (The alert intake beside it
+    declares incidents, so it calls the service: it is not public, it needs a token.)"""
+    path = BOT / "web" / "status.py"
+    for name in imports_of(path):
+        assert not name.startswith(("bot.slack", "bot.store", "bot.service")), (
+            f"{path.name} imports {name}"
+        )
+        assert name.split(".")[0] not in {"slack_sdk", "slack_bolt", "sqlalchemy"}, (
+            f"{path.name} imports {name}"
+        )

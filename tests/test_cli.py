@@ -322,12 +322,14 @@ def test_describe_policy_shows_every_part() -> None:
         "      none",
         "    time open, while unresolved, from declaration:",
         "      none",
-        "  follow-ups after resolution: report 24h, post-mortem 48h, action review 7d",
+        "  follow-ups after resolution: report 24h, post-mortem 48h, action review 7d, "
+        "customer communication 24h (published incidents)",
         "  compliance clocks: none",
         "  permissions: resolve: commander, S0SRE; lower_severity: anyone; "
         "close_compliance: anyone; publish: anyone",
         "    (while nobody holds command, anyone may)",
         "  alert rules: none (an alert declares only with its own severity or priority label)",
+        "  status page: no components (add `status_page` to show some)",
     ]
 
 

@@ -12,8 +12,9 @@ The clocks:
   snooze), the commander is nudged; half an interval later the comms lead is mentioned; one
   interval later the announcement channel is told; then the cycle repeats until an update;
 - time open: the resolution target and the `open_escalation` chain, while unresolved;
-- after resolution: the follow-ups (report, post-mortem, action review), repeated daily
-  until marked done;
+- after resolution: the follow-ups (report, post-mortem, action review, and the customer
+  communication for an incident that was public or severe enough), repeated daily until
+  marked done;
 - compliance: for incidents with a tag the policy names, reminders before the deadline and
   the deadline itself, until marked done.
 """
@@ -93,11 +94,8 @@ def plan(incident: Incident, policy: Policy, now: datetime) -> list[Timer]:
         )
         timers += _nudges(incident, policy, now)
     elif incident.resolved_at is not None:
-        for duty, delay in (
-            ("report", policy.followups.report),
-            ("postmortem", policy.followups.postmortem),
-            ("action_review", policy.followups.action_review),
-        ):
+        for duty in incident.followups(policy):
+            delay: timedelta = getattr(policy.followups, duty)
             if f"followup:{duty}" in incident.done:
                 continue
             # The first reminder, then one a day: always the next one not yet due.

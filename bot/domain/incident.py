@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from bot.domain import statuspage
 from bot.domain.actions import ActionItem
 from bot.domain.errors import IllegalTransition, InvalidCommand, NothingToDo
 from bot.domain.policy import RESOLVED, Policy, Severity
@@ -22,6 +23,7 @@ TITLE_MAX = 500
 ALERTS_LISTED = 20  # alerts a timeline entry names (the others are counted)
 TEXT_MAX = 2900
 FOLLOWUPS = ("report", "postmortem", "action_review")
+CUSTOMER_COMMUNICATION = "customer_communication"
 
 
 class EventKind(enum.StrEnum):
@@ -57,6 +59,8 @@ class EventKind(enum.StrEnum):
     # Monitoring: more alerts of an alert-declared incident firing, or alerts resolved.
     ALERT_FIRED = "alert_fired"
     ALERT_RESOLVED = "alert_resolved"
+    # Customer-facing: an update published on the status page.
+    PUBLISHED = "published"
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,9 @@ class Incident:
     # Declared by the bot from an alert: the alert as it first fired (source, name, summary,
     # links, start) and, when it fired again after an earlier incident, that incident.
     alert: dict[str, Any] | None = None
+    # The status page: empty until the first publish makes the incident public.
+    public_title: str = ""
+    components: dict[str, str] = field(default_factory=dict)  # component → its state
     version: int = 0
 
     # ---- declaration -------------------------------------------------------------------
@@ -202,6 +209,11 @@ class Incident:
         if self.commander:
             return self.commander
         return self.acknowledged_by if self.from_alert else self.declared_by
+
+    @property
+    def public(self) -> bool:
+        """Whether anything of the incident was published on the status page."""
+        return bool(self.public_title)
 
     def time_to_acknowledge(self) -> timedelta | None:
         return None if self.acknowledged_at is None else self.acknowledged_at - self.declared_at
@@ -451,12 +463,22 @@ class Incident:
         self.tags = sorted({*self.tags, cleaned})
         return [Event(EventKind.TAGGED, now, by, {"tag": cleaned})]
 
+    def followups(self, policy: Policy) -> list[str]:
+        """The follow-ups this incident has once resolved: report, post-mortem, action review,
+        and the customer communication for a public (or severe enough) one."""
+        names = list(FOLLOWUPS)
+        if not self.drill and policy.wants_customer_communication(
+            severity=self.severity, public=self.public
+        ):
+            names.append(CUSTOMER_COMMUNICATION)
+        return names
+
     def duties(self, policy: Policy) -> list[str]:
         """The duties this incident has: compliance duties of its tags, follow-ups once
         resolved."""
         found = [f"compliance:{r.tag}" for r in policy.compliance if r.tag in self.tags]
         if not self.is_open:
-            found += [f"followup:{name}" for name in FOLLOWUPS]
+            found += [f"followup:{name}" for name in self.followups(policy)]
         return found
 
     def complete(self, *, by: str, duty: str, now: datetime, policy: Policy) -> list[Event]:
@@ -534,8 +556,84 @@ class Incident:
         data = {"alerts": alerts[:ALERTS_LISTED], "count": len(alerts), "firing": firing}
         return [Event(EventKind.ALERT_RESOLVED, now, by, data)]
 
-    def resolve(self, *, by: str, summary: str, now: datetime, root_cause: str = "") -> list[Event]:
+    def publish(
+        self,
+        *,
+        by: str,
+        text: str,
+        now: datetime,
+        title: str = "",
+        components: dict[str, str] | None = None,
+    ) -> list[Event]:
+        """A customer-facing update on the status page. The first makes the incident public
+        (under `title`, never the internal title); later ones add updates and may change the
+        title and the components' states (`components`: name → state, already checked
+        against the policy; None keeps them as they are)."""
         self._require_open()
+        if self.drill:
+            raise InvalidCommand(
+                f"{self.id} is a drill: nothing of a drill goes on the status page. Practise "
+                "the wording in the channel instead."
+            )
+        body = clean_text(text, what="public message", limit=statuspage.PUBLIC_TEXT_MAX)
+        if components is not None:
+            self.components = dict(components)
+        wanted = " ".join(strip_controls(title).split())[: statuspage.PUBLIC_TITLE_MAX]
+        first = not self.public
+        self.public_title = wanted or self.public_title or statuspage.default_title(self.components)
+        return [
+            Event(
+                EventKind.PUBLISHED,
+                now,
+                by,
+                {
+                    "title": self.public_title,
+                    "text": body,
+                    "status": statuspage.public_status(self.status),
+                    "components": dict(self.components),
+                    "impact": statuspage.impact_of(self.components),
+                    "first": first,
+                },
+            )
+        ]
+
+    def resolve(
+        self,
+        *,
+        by: str,
+        summary: str,
+        now: datetime,
+        root_cause: str = "",
+        public_text: str = "",
+    ) -> list[Event]:
+        """Resolve. A public incident also publishes its resolution (`public_text`, or the
+        usual resolution message) with every component back to operational."""
+        self._require_open()
+        events = self._resolve(by=by, summary=summary, now=now, root_cause=root_cause)
+        if self.public:
+            message = trimmed(public_text) or statuspage.resolution_template(self.components)
+            affected = dict(self.components)
+            self.components = {name: statuspage.OPERATIONAL for name in affected}
+            events.append(
+                Event(
+                    EventKind.PUBLISHED,
+                    now,
+                    by,
+                    {
+                        "title": self.public_title,
+                        "text": clean_text(
+                            message, what="public message", limit=statuspage.PUBLIC_TEXT_MAX
+                        ),
+                        "status": "resolved",
+                        "components": dict(self.components),
+                        "impact": statuspage.impact_of(affected),
+                        "first": False,
+                    },
+                )
+            )
+        return events
+
+    def _resolve(self, *, by: str, summary: str, now: datetime, root_cause: str) -> list[Event]:
         self.snoozed_until = None
         self.resolution_summary = clean_text(summary, what="resolution summary")
         self.root_cause = trimmed(root_cause)

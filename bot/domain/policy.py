@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -85,6 +85,7 @@ Duration = Annotated[
 ]
 
 _TARGET_PATTERN = r"^[UWS][A-Z0-9]{2,}$"
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _TARGET = re.compile(_TARGET_PATTERN)
 # The JSON Schema of one entry of a `Targets` list (`_check_targets` is the check).
 TARGET_JSON_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _TARGET_PATTERN}
@@ -193,7 +194,23 @@ class Severity(_Model):
         "Engineering at 2h, the CTO at 4h).",
     )
 
+    email: list[str] = Field(
+        default_factory=list,
+        description="Email addresses told at declaration, on each update published to the "
+        "status page and at resolution (needs `SMTP_URL` and `EMAIL_FROM`). Only what was "
+        "published is sent, unless `email_details` is `internal`. Drills email nobody.",
+        json_schema_extra={"items": {"type": "string", "pattern": r"^[^@\s<>]+@[^@\s<>]+$"}},
+    )
+
     _targets = field_validator("notify_on_declare")(_check_targets)
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _EMAIL.match(value):
+                raise ValueError(f"{value!r} is not an email address (name@example.com)")
+        return values
 
     @field_validator("name")
     @classmethod
@@ -238,6 +255,17 @@ class Followups(_Model):
         description="When the action-item review is due, after the resolution; also the "
         "default due date of an action item (`/incident action`).",
     )
+    customer_communication: Duration = Field(
+        default=timedelta(hours=24),
+        description="When the customer communication is due, after the resolution, for an "
+        "incident that was published on the status page (or is at least as severe as "
+        "`customer_communication_from`).",
+    )
+    customer_communication_from: str | None = Field(
+        default=None,
+        description="A severity (`SEV2`): incidents this severe or more are also reminded "
+        "to send the customer communication, published or not. null: only published ones.",
+    )
 
 
 class ComplianceClock(_Model):
@@ -280,8 +308,9 @@ class Permissions(_Model):
     )
     publish: list[str] | None = Field(  # customer-facing status-page updates
         default=None,
-        description="Who may publish customer-facing status-page updates (kept for a status "
-        "page; no command of the bot publishes yet).",
+        description="Who may publish customer-facing updates on the status page "
+        "(`/incident publish` and its form). The resolution of a public incident is "
+        "published by whoever may resolve it.",
     )
 
     def allowed(self, action: str) -> list[str] | None:
@@ -346,6 +375,51 @@ class AlertRule(_Model):
                     raise ValueError(
                         f"{label}: {wanted!r} is not a valid regular expression ({exc})"
                     ) from None
+        return value
+
+
+class Component(_Model):
+    """A part of the product that customers know by name, shown on the status page."""
+
+    name: str = Field(
+        description="The name customers see (`Payments`); unique. `/incident publish "
+        "Payments=partial …` names it (case, spaces, `-` and `_` do not matter).",
+        json_schema_extra={"minLength": 1, "maxLength": 80},
+    )
+    services: list[str] = Field(
+        default_factory=list,
+        description="The incident services (as declared) that this component stands for: "
+        "the publish form proposes the component when an incident names one of them.",
+    )
+    description: str = Field(default="", description="One line shown under the name.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value or len(value) > 80:
+            raise ValueError("a component name is 1 to 80 characters")
+        return value
+
+
+class StatusPage(_Model):
+    """The public status page at `/status`: its title and the components it shows."""
+
+    title: str = Field(default="Status", description="The page's title (and its name in the JSON).")
+    components: list[Component] = Field(
+        default_factory=list,
+        description="The components, in the order the page shows them.",
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _unique(cls, value: list[Component]) -> list[Component]:
+        seen: set[str] = set()
+        for component in value:
+            key = re.sub(r"[^a-z0-9]", "", component.name.lower())
+            if key in seen:
+                raise ValueError(f"component {component.name!r} is listed twice")
+            seen.add(key)
         return value
 
 
@@ -418,6 +492,19 @@ class Policy(_Model):
                 )
         return rules
 
+    status_page: StatusPage | None = Field(
+        default=None,
+        description="The public status page at `/status`: nothing is on it until someone "
+        "publishes (`/incident publish`). Absent: the page shows no components.",
+    )
+    email_details: Literal["public", "internal"] = Field(
+        default="public",
+        description="What the severities' `email` addresses are sent: `public`, only what "
+        "was published on the status page (and that an incident of a severity was declared "
+        "or resolved); `internal`, also the incident's title, services, impact and "
+        "resolution summary.",
+    )
+
     @field_validator("announce_channel")
     @classmethod
     def _channel(cls, value: str | None) -> str | None:
@@ -461,7 +548,22 @@ class Policy(_Model):
                     f"permissions.{action}: {entry!r} is neither a role of this policy "
                     f"({', '.join(self.roles)}) nor a Slack user (U…) or user group (S…) id"
                 )
+        wanted = self.followups.customer_communication_from
+        if wanted is not None and wanted.strip().lower() not in seen:
+            raise ValueError(
+                f"followups.customer_communication_from: {wanted!r} is not a severity of this "
+                "policy"
+            )
         return self
+
+    def wants_customer_communication(self, *, severity: str, public: bool) -> bool:
+        """Whether a resolved incident gets the "customer communication sent" follow-up."""
+        wanted = self.followups.customer_communication_from
+        if public:
+            return True
+        if wanted is None or self.severity(severity) is None:
+            return False
+        return self.rank(severity) <= self.rank(wanted)
 
     def may(
         self,

@@ -71,6 +71,7 @@ KIND_WORDS: dict[str, str] = {
     EventKind.FOLLOWUP_DONE: "Follow-up done",
     EventKind.COMPLIANCE_REMINDER: "Compliance reminder",
     EventKind.COMPLIANCE_DONE: "Compliance duty done",
+    EventKind.PUBLISHED: "Published on the status page",
 }
 
 # The reminders the update clock sends when an update is overdue (see `clocks.fire`).
@@ -580,6 +581,15 @@ def build_postmortem(
         )
     if incident.resolution_summary:
         summary.append(("Resolution", incident.resolution_summary))
+    published = [e for e in ordered if e.kind == EventKind.PUBLISHED]
+    if published:
+        summary.append(
+            (
+                "Customer communication",
+                f"{_plural(len(published), 'update')} published on the status page as "
+                f"“{incident.public_title}”, the first at {_stamp(published[0].at)} UTC",
+            )
+        )
     if incident.tags:
         summary.append(("Tags", ", ".join(incident.tags)))
     if incident.drill:

@@ -154,6 +154,12 @@ def describe(
             return f"{actor} ticked playbook step: {q(str(data.get('text', '')))}"
         case EventKind.STEP_UNTICKED:
             return f"{actor} unticked playbook step: {q(str(data.get('text', '')))}"
+        case EventKind.PUBLISHED:
+            where = "made the incident public" if data.get("first") else "published"
+            return (
+                f"{actor} {where} on the status page ({data.get('status')}): "
+                f"{q(str(data.get('title', '')))}: {q(str(data.get('text', '')))}"
+            )
         case EventKind.MESSAGE_PINNED:
             return f"📌 {actor}: {q(str(data.get('text', '')))}"
     text = data.get("text")

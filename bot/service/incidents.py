@@ -16,7 +16,7 @@ from typing import Any
 
 from bot import logs
 from bot.clock import Clock
-from bot.domain import clocks, paging
+from bot.domain import clocks, paging, statuspage
 from bot.domain.actions import parse_action
 from bot.domain.drill import drill_report
 from bot.domain.errors import AlreadyDone, InvalidCommand, NotAllowed, NotFound, NothingToDo
@@ -74,6 +74,7 @@ _POSTS: dict[EventKind, tuple[str, ...]] = {
     EventKind.RESOLVED: (CHANNEL, ANNOUNCE),
     EventKind.ALERT_FIRED: (CHANNEL,),
     EventKind.ALERT_RESOLVED: (CHANNEL,),
+    EventKind.PUBLISHED: (CHANNEL,),
 }
 # Events after which the alert messages and the channel topic are re-rendered.
 _SYNCS = {
@@ -120,6 +121,8 @@ def snapshot(incident: Incident, policy: Policy) -> dict[str, Any]:
         "escalation_level": incident.escalation_level,
         "tags": incident.tags,
         "alert": _alert_view(incident.alert),
+        "public_title": incident.public_title,
+        "components": incident.components,
     }
 
 
@@ -219,8 +222,12 @@ class IncidentService:
         wake: Callable[[], None] = lambda: None,
         playbooks: PlaybookSet | None = None,
         directory: Directory | None = None,
+        email: bool = False,
     ) -> None:
+        """`email`: whether email can be sent (SMTP is configured); without it the
+        severities' `email` addresses are not written to."""
         self.store = store
+        self.email = email
         self.directory = directory
         self.policy = policy
         self.clock = clock
@@ -277,7 +284,66 @@ class IncidentService:
             jobs.append(NewJob(JobKind.SYNC_PLAYBOOK, incident.id, {}))
         if any(event.kind == EventKind.RESOLVED for event in events):
             jobs.append(NewJob(JobKind.POSTMORTEM, incident.id, {"automatic": True}))
+        jobs += self._email_jobs(incident, events)
         return jobs
+
+    def _email_jobs(self, incident: Incident, events: list[Event]) -> list[NewJob]:
+        """Emails to the severity's addresses: at declaration, on each published update and
+        at resolution (with the published resolution text when there is one). Drills email
+        nobody."""
+        addresses = self.policy.get(incident.severity).email
+        if not self.email or not addresses or incident.drill:
+            return []
+        kinds = [event.kind for event in events]
+        published = [e for e in events if e.kind == EventKind.PUBLISHED]
+        jobs: list[NewJob] = []
+        for event in events:
+            public: dict[str, Any] | None = None
+            if event.kind == EventKind.DECLARED:
+                what = "declared"
+            elif event.kind == EventKind.RESOLVED:
+                what = "resolved"
+                public = published[-1].data if published else None
+            elif event.kind == EventKind.PUBLISHED and EventKind.RESOLVED not in kinds:
+                what, public = "update", event.data
+            else:
+                continue
+            jobs.append(
+                NewJob(
+                    JobKind.EMAIL,
+                    incident.id,
+                    {
+                        "to": list(addresses),
+                        "what": what,
+                        "at": event.at.isoformat(),
+                        "id": incident.id,
+                        "severity": incident.severity,
+                        "public": public,
+                        "internal": self._internal(incident)
+                        if self.policy.email_details == "internal"
+                        else None,
+                    },
+                )
+            )
+        return jobs
+
+    def _internal(self, incident: Incident) -> dict[str, Any]:
+        """What an email says of the incident beyond the published text, when the policy
+        asks for it (`email_details: internal`)."""
+        return {
+            "title": incident.title,
+            "severity_description": self.policy.get(incident.severity).description,
+            "services": list(incident.services),
+            "impact": incident.impact,
+            "status": incident.status,
+            "summary": incident.resolution_summary,
+        }
+
+    async def _project(self, tx: Tx, incident: Incident, events: list[Event]) -> None:
+        """Published updates go to the status page's tables in the same transaction."""
+        for event in events:
+            if event.kind == EventKind.PUBLISHED:
+                await tx.publish(incident.id, event.data, at=event.at)
 
     def _reach_jobs(self, incident: Incident, events: list[Event]) -> list[NewJob]:
         """The people the events page: invited to the channel and told directly."""
@@ -371,6 +437,7 @@ class IncidentService:
                 await enrich(tx, record.incident, events)
             await tx.save(record.incident)
             await tx.add_events(record.incident.id, events)
+            await self._project(tx, record.incident, events)
             await tx.enqueue(self._jobs_for(record.incident, events), now=now)
             await tx.replan_timers(
                 record.incident.id, clocks.plan(record.incident, self.policy, now), now=now
@@ -488,6 +555,7 @@ class IncidentService:
                 )
             )
         jobs += self._paging_jobs(incident, events)
+        jobs += self._email_jobs(incident, events)
         await tx.enqueue(jobs, now=now)
         await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
         return record, events
@@ -570,14 +638,60 @@ class IncidentService:
         by: str,
         summary: str,
         root_cause: str = "",
+        public_text: str = "",
         once: str | None = None,
     ) -> Outcome:
+        """Resolve; a public incident publishes its resolution too (`public_text`, or the
+        usual resolution message). Whoever may resolve publishes it: the page must never
+        show an ended incident as ongoing."""
         return await self._apply(
             where,
-            lambda i, now: i.resolve(by=by, summary=summary, root_cause=root_cause, now=now),
+            lambda i, now: i.resolve(
+                by=by, summary=summary, root_cause=root_cause, now=now, public_text=public_text
+            ),
             enrich=self._drill_report,
             guard=await self._permission("resolve", by),
             once=once,
+        )
+
+    async def publish(
+        self,
+        where: Where,
+        *,
+        by: str,
+        text: str,
+        title: str = "",
+        components: dict[str, str] | None = None,
+        merge: bool = False,
+        once: str | None = None,
+    ) -> Outcome:
+        """A customer-facing update on the status page (`components`: name → state, checked
+        against the policy's `status_page.components`; None keeps the current ones, and a
+        first publish proposes those of the incident's services). `merge`: the components
+        named change and the others stay (the typed command); otherwise they are the whole
+        list (the form), where an operational component is kept only if it was affected."""
+        checked = (
+            statuspage.check_components(self.policy, components) if components is not None else None
+        )
+
+        def change(incident: Incident, now: datetime) -> list[Event]:
+            chosen = checked
+            if chosen is not None and merge:
+                chosen = {**incident.components, **chosen}
+            elif chosen is not None:
+                chosen = {
+                    name: state
+                    for name, state in chosen.items()
+                    if state != statuspage.OPERATIONAL or name in incident.components
+                }
+            if chosen is None and not incident.public:
+                state = statuspage.default_state(self.policy, incident.severity)
+                suggested = statuspage.suggested_components(self.policy, incident.services)
+                chosen = {name: state for name in suggested}
+            return incident.publish(by=by, text=text, now=now, title=title, components=chosen)
+
+        return await self._apply(
+            where, change, guard=await self._permission("publish", by), once=once
         )
 
     async def _drill_report(self, tx: Tx, incident: Incident, events: list[Event]) -> None:
@@ -869,3 +983,10 @@ class IncidentService:
     async def timeline(self, incident_id: str) -> list[TimelineEntry]:
         async with self.store.transaction(read_only=True) as tx:
             return await tx.timeline(incident_id)
+
+    async def status_view(self) -> statuspage.StatusView:
+        """The status page: public incidents still open or of the last 14 days."""
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            found = await tx.public_incidents(since=statuspage.history_since(now))
+        return statuspage.build_view(self.policy, found, now)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from bot.domain.clocks import Timer
 from bot.domain.incident import Event, Incident
+from bot.domain.statuspage import PublicIncident
 from bot.domain.timeline import TimelineEntry
 
 
@@ -51,6 +52,9 @@ class JobKind(enum.StrEnum):
     # Reach people: invite users and user-group members to the channel and send each a
     # direct message {targets, why, level, after, minutes}.
     PAGE = "page"
+    # An email to the severity's addresses {to, what, incident, public, internal}; its own
+    # lane: an SMTP outage holds up nothing else.
+    EMAIL = "email"
 
 
 class JobState(enum.StrEnum):
@@ -186,6 +190,14 @@ class Tx(Protocol):
 
     async def firing_alerts(self, incident_id: str) -> int:
         """How many alerts of the incident fire now (groups not counted)."""
+        ...
+
+    async def publish(self, incident_id: str, data: dict[str, Any], *, at: datetime) -> None:
+        """Record a published update on the status page (a PUBLISHED event's data)."""
+        ...
+
+    async def public_incidents(self, *, since: datetime, limit: int = 50) -> list[PublicIncident]:
+        """The status page's incidents: open, or updated since `since`; newest first."""
         ...
 
 

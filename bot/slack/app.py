@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.domain import statuspage
 from bot.domain.errors import AlreadyDone, DomainError
 from bot.service.deadline import within
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
@@ -483,6 +484,7 @@ def build_app(
                     by=body["user"]["id"],
                     summary=commands.typed(_value(values, "summary")),
                     root_cause=commands.typed(_value(values, "root_cause")),
+                    public_text=commands.typed(_value(values, "public")),
                     once=f"view:{view.get('id')}" if view.get("id") else None,
                 )
             )
@@ -491,6 +493,38 @@ def build_app(
             return
         except DomainError as error:
             await ack(response_action="errors", errors={"summary": str(error)})
+            return
+        await ack()
+
+    @app.view(Modal.PUBLISH)
+    async def on_publish(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        names = statuspage.component_names(policy)
+        components: dict[str, str] = {}
+        for block in values:
+            kind, _, index = str(block).partition(":")
+            if kind != "component":
+                continue
+            number = _number(index) if index else -1
+            # A block the form did not render (a forged index) names no component.
+            name = names[number] if index.isdecimal() and number < len(names) else index
+            components[name] = _value(values, block) or statuspage.OPERATIONAL
+        try:
+            await within(
+                lambda: service.publish(
+                    Where(incident_id=view.get("private_metadata") or ""),
+                    by=body["user"]["id"],
+                    text=commands.typed(_value(values, "text")),
+                    title=commands.typed(_value(values, "title")),
+                    components=components,
+                    once=f"view:{view.get('id')}" if view.get("id") else None,
+                )
+            )
+        except AlreadyDone:
+            await ack()
+            return
+        except DomainError as error:
+            await ack(response_action="errors", errors={"text": str(error)})
             return
         await ack()
 

@@ -28,6 +28,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from bot.domain import statuspage
 from bot.domain.actions import ActionItem
 from bot.domain.policy import Policy
 from bot.domain.timeline import TimelineEntry, describe, fired_again
@@ -63,6 +64,7 @@ class Modal(enum.StrEnum):
     DECLARE = "incident_declare"
     UPDATE = "incident_update_modal"
     RESOLVE = "incident_resolve_modal"
+    PUBLISH = "incident_publish_modal"
 
 
 @dataclass(frozen=True)
@@ -488,6 +490,7 @@ _DUTIES = {
     "report": "the incident report",
     "postmortem": "the post-mortem review",
     "action_review": "the review of the action items",
+    "customer_communication": "the customer communication",
 }
 
 
@@ -746,6 +749,8 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
             return alert_fired_message(state, event)
         case "alert_resolved":
             return alert_resolved_message(state, event)
+        case "published":
+            return published_message(state, event)
         case "acknowledged":
             waited = texts.duration_text(int(event.get("seconds", 0)))
             return _line(
@@ -996,7 +1001,122 @@ def update_modal(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
     return view.to_dict()
 
 
+def published_message(state: dict[str, Any], event: dict[str, Any]) -> Message:
+    """What was published on the status page, said in the incident channel (escaped: the
+    text is shown as typed and pings nobody)."""
+    components = dict(event.get("components") or {})
+    states = ", ".join(
+        f"{escape(str(name))}: {statuspage.STATE_LABELS.get(str(value), escape(str(value)))}"
+        for name, value in components.items()
+    )
+    how = "made the incident public on" if event.get("first") else "published an update to"
+    if event.get("status") == "resolved":
+        how = "published the resolution to"
+    quoted = "\n".join(f">{line}" for line in escape(str(event.get("text", ""))).splitlines())
+    lines = [
+        f"📣 {mention(event.get('actor'))} {how} the status page: "
+        f"*{clip(escape(str(event.get('title', ''))), 300)}* ({escape(str(event.get('status')))})",
+        clip(quoted, 2500),
+    ]
+    if states:
+        lines.append(f"Components: {clip(states, 400)}")
+    return _line(state, "\n".join(lines))
+
+
+MAX_COMPONENTS = 40  # select menus in the publish form (a modal holds 100 blocks)
+
+
+def _state_options() -> list[Option]:
+    return [
+        _option("Operational (not affected)", statuspage.OPERATIONAL),
+        _option("Degraded performance", statuspage.DEGRADED),
+        _option("Partial outage", statuspage.PARTIAL),
+        _option("Major outage", statuspage.MAJOR),
+    ]
+
+
+def publish_modal(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """The customer-communication form: a public title (never the internal one), each
+    component of the status page and its state (proposed from the incident's services on a
+    first publish), and the message, pre-filled from the customer-communication template."""
+    names = statuspage.component_names(policy)[:MAX_COMPONENTS]
+    current: dict[str, str] = dict(state.get("components") or {})
+    public = bool(state.get("public_title"))
+    if not public:
+        proposed = statuspage.default_state(policy, state["severity"])
+        for name in statuspage.suggested_components(policy, list(state.get("services") or [])):
+            current.setdefault(name, proposed)
+    interval = policy.get(state["severity"]).update_interval
+    options = _state_options()
+    chosen = {name: current.get(name, statuspage.OPERATIONAL) for name in names}
+    title = str(state.get("public_title") or statuspage.default_title(chosen))
+    selects: list[Block] = [
+        InputBlock(
+            block_id=f"component:{index}",
+            label=clip(name, 150),
+            element=StaticSelectElement(
+                action_id="value",
+                options=options,
+                initial_option=next(o for o in options if o.value == chosen[name]),
+            ),
+        )
+        for index, name in enumerate(names)
+    ]
+    view = View(
+        type="modal",
+        callback_id=Modal.PUBLISH,
+        private_metadata=state["id"],
+        title=PlainTextObject(text="Status page update"),
+        submit=PlainTextObject(text="Publish"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            _context(
+                f"*{state['id']}* · {state['severity']} · what you write here is public: "
+                "customers read it on the status page"
+                + (" and stakeholders by email." if policy.get(state["severity"]).email else ".")
+            ),
+            InputBlock(
+                block_id="title",
+                label="Public title",
+                element=PlainTextInputElement(
+                    action_id="value",
+                    max_length=statuspage.PUBLIC_TITLE_MAX,
+                    initial_value=clip(title, statuspage.PUBLIC_TITLE_MAX),
+                ),
+            ),
+            *selects,
+            InputBlock(
+                block_id="text",
+                label="Message to customers",
+                element=PlainTextInputElement(
+                    action_id="value",
+                    multiline=True,
+                    max_length=statuspage.PUBLIC_TEXT_MAX,
+                    initial_value=statuspage.customer_template(chosen, interval),
+                ),
+            ),
+        ],
+    )
+    return view.to_dict()
+
+
 def resolve_modal(state: dict[str, Any]) -> dict[str, Any]:
+    public: list[Block] = []
+    if state.get("public_title"):
+        public = [
+            InputBlock(
+                block_id="public",
+                label="Public resolution message (status page)",
+                element=PlainTextInputElement(
+                    action_id="value",
+                    multiline=True,
+                    max_length=statuspage.PUBLIC_TEXT_MAX,
+                    initial_value=statuspage.resolution_template(
+                        dict(state.get("components") or {})
+                    ),
+                ),
+            )
+        ]
     view = View(
         type="modal",
         callback_id=Modal.RESOLVE,
@@ -1017,6 +1137,7 @@ def resolve_modal(state: dict[str, Any]) -> dict[str, Any]:
                 optional=True,
                 element=PlainTextInputElement(action_id="value", multiline=True, max_length=2900),
             ),
+            *public,
         ],
     )
     return view.to_dict()

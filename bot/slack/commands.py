@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain import statuspage
 from bot.domain.errors import InvalidCommand
 from bot.domain.incident import EventKind
 from bot.domain.naming import channel_name
@@ -24,7 +25,7 @@ _LABELLED = re.compile(r"<([@#])([UWC][A-Z0-9]+)\|([^>]+)>")
 
 IN_CHANNEL = frozenset(
     {"ack", "update", "status", "sev", "severity", "ic", "commander", "role", "note"}
-    | {"escalate", "resolve", "timeline", "snooze", "tag", "action", "postmortem"}
+    | {"escalate", "resolve", "timeline", "snooze", "tag", "action", "postmortem", "publish"}
 )
 
 
@@ -96,7 +97,10 @@ def confirm(outcome: Outcome) -> str:
     incident = outcome.incident
     kinds = [event.kind for event in outcome.events]
     if EventKind.RESOLVED in kinds:
-        return f"✅ {incident.id} resolved. The resolution is posted in the channel."
+        public = " and published on the status page" if EventKind.PUBLISHED in kinds else ""
+        return f"✅ {incident.id} resolved. The resolution is posted in the channel{public}."
+    if EventKind.PUBLISHED in kinds:
+        return f"📣 Published on the status page for {incident.id}."
     if EventKind.UPDATE_POSTED in kinds:
         return f"📊 Update posted for {incident.id}."
     if EventKind.COMMANDER_CHANGED in kinds:
@@ -333,6 +337,29 @@ async def _in_channel(word: str, rest: str, ctx: Context) -> Reply:
                 here,
                 by=by,
                 text=ctx.raw_rest,
+            )
+        case "publish":
+            if not rest:
+                record = await service.find(here)
+                incident = record.incident
+                if incident.drill:
+                    raise InvalidCommand(
+                        f"{incident.id} is a drill: nothing of a drill goes on the status page."
+                    )
+                if not incident.is_open:
+                    raise InvalidCommand(
+                        f"{incident.id} is already resolved; its resolution was published."
+                    )
+                view = blocks.publish_modal(snapshot(incident, policy), policy)
+                return Reply("Opening the status page form…", view=view)
+            components, public_text = statuspage.parse_typed(policy, rest)
+            if not public_text:
+                raise InvalidCommand(
+                    "Write `/incident publish <message>`, optionally after the components "
+                    "and their state: `/incident publish Payments=partial We are investigating…`."
+                )
+            outcome = await service.publish(
+                here, by=by, text=public_text, components=components or None, merge=True
             )
         case "postmortem":
             record = await service.request_postmortem(here, by=by)

@@ -21,6 +21,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain.naming import channel_name
 from bot.domain.policy import Policy
+from bot.integrations.email import Mailer
 from bot.integrations.pagerduty import PagerDuty, pd_severity
 from bot.playbooks import PlaybookSet, builtin_generic
 from bot.service.incidents import ANNOUNCE, CHANNEL, IncidentService, snapshot
@@ -73,8 +74,10 @@ class SlackExecutor:
         pagerduty: PagerDuty | None = None,
         playbooks: PlaybookSet | None = None,
         directory: SlackDirectory | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.client = client
+        self.mailer = mailer
         self.directory = directory or SlackDirectory(client)
         self.store = store
         self.policy = policy
@@ -120,6 +123,8 @@ class SlackExecutor:
                 return await self._capture(job, record)
             case JobKind.POSTMORTEM:
                 return await self._postmortem(job, record)
+            case JobKind.EMAIL:
+                return await self._email(job, record)
         raise JobFailed(f"unknown job kind {job.kind}")
 
     async def _record(self, job: Job) -> IncidentRecord:
@@ -464,6 +469,37 @@ class SlackExecutor:
         if job.attempts > 1:
             await self._notice(record, texts.pagerduty_recovered(action))
         return result
+
+    async def _email(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
+        """Email the severity's addresses. While the SMTP server is away the job waits in a
+        lane of its own and the incident channel is told once (when it exists); a refusal
+        for good is said there too, and ends the job without sending again."""
+        if job.result.get("sent"):
+            return dict(job.result)
+        if self.mailer is None:
+            raise JobFailed("SMTP_URL is not set: no email can be sent")
+        refused = job.result.get("refused")
+        if refused is None:
+            try:
+                result = await self.mailer.send(job.id, job.payload)
+            except JobRetry as trouble:
+                record = await self._record(job)  # the channel may exist by now
+                if not job.result.get("told") and record.slack.channel_id:
+                    await self._notice(record, texts.email_trouble(str(trouble), retrying=True))
+                    job.result["told"] = True
+                    await self._save_result(job)
+                raise
+            except JobFailed as refusal:
+                refused = str(refusal)
+                job.result["refused"] = refused
+                await self._save_result(job)
+            else:
+                if job.result.get("told"):
+                    await self._notice(record, texts.email_recovered(len(result.get("to") or [])))
+                return {"sent": True, **result}
+        await self._channel(record)  # the refusal is said once the channel exists
+        await self._notice(record, texts.email_trouble(str(refused), retrying=False))
+        raise JobFailed(str(refused))
 
     # ---- reaching people ---------------------------------------------------------------
     async def _save_result(self, job: Job) -> None:

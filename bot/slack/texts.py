@@ -153,6 +153,9 @@ def help_text(policy: Policy) -> str:
             "`/incident snooze <duration>`: postpone the next update nudge (15m, 30m, 1h)",
             "`/incident tag <tag>`: tag the incident (e.g. `security` starts its compliance clock)",
             "`/incident resolve <summary>`: resolve (no text: the form)",
+            "`/incident publish [Component=state …] <text>`: a customer-facing update on the "
+            "status page (no text: the customer-communication form; states: degraded, "
+            "partial, major, operational)",
             "`/incident timeline [page]`: show the timeline (react with 📌 to add a message)",
             "`/incident action <text> [@owner] [due 2w]`: record a follow-up action item "
             "(no text: list them)",
@@ -204,6 +207,19 @@ def pagerduty_trouble(error: str, *, retrying: bool) -> str:
 def pagerduty_recovered(action: str) -> str:
     done = "page sent" if action == "trigger" else "page resolved"
     return f"✅ PagerDuty reached after retrying ({done})."
+
+
+def email_trouble(error: str, *, retrying: bool) -> str:
+    then = (
+        "It waits and is sent when the server answers; nothing else waits for it."
+        if retrying
+        else "It will not be retried: check SMTP_URL, EMAIL_FROM and the addresses."
+    )
+    return f"⚠️ Email to stakeholders not sent yet: {escape(error)}. {then}"
+
+
+def email_recovered(recipients: int) -> str:
+    return f"✅ Email sent to {recipients} address{'es' if recipients != 1 else ''} after waiting."
 
 
 def postmortem_posted(incident_id: str, *, automatic: bool, drill: bool = False) -> str:

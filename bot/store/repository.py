@@ -16,6 +16,7 @@ from bot.domain.actions import ActionItem
 from bot.domain.clocks import Timer, TimerKind
 from bot.domain.incident import Event, Incident
 from bot.domain.policy import RESOLVED
+from bot.domain.statuspage import PublicIncident, PublicUpdate
 from bot.domain.timeline import TimelineEntry
 from bot.service.ports import (
     AlertKey,
@@ -34,6 +35,8 @@ from bot.store.tables import (
     incidents,
     once_keys,
     slack_jobs,
+    status_incidents,
+    status_updates,
     timeline,
     timers,
 )
@@ -69,6 +72,8 @@ _INCIDENT_FIELDS = [
     "playbook",
     "ticks",
     "alert",
+    "public_title",
+    "components",
 ]
 _REF_FIELDS = [
     "playbook_ts",
@@ -95,17 +100,21 @@ def _next_number(day: date, *, postgres: bool) -> Any:
     )
 
 
+# Jobs that talk to something other than Slack, each in a lane of its own.
+_OWN_LANES = (JobKind.PAGERDUTY.value, JobKind.EMAIL.value)
+
+
 def _blocked() -> Any:
     """True for a job with an unfinished earlier job of the same incident and lane.
 
-    Two lanes per incident: Slack work in order, paging in order; a PagerDuty outage never
-    holds up the messages in the channel (nor the other way round).
+    Three lanes per incident: Slack work in order, paging in order, email in order; a
+    PagerDuty or SMTP outage never holds up the messages in the channel (nor the other way
+    round).
     """
     earlier = slack_jobs.alias("earlier")
-    paging = JobKind.PAGERDUTY.value
     same_lane = or_(
-        and_(slack_jobs.c.kind == paging, earlier.c.kind == paging),
-        and_(slack_jobs.c.kind != paging, earlier.c.kind != paging),
+        *(and_(slack_jobs.c.kind == lane, earlier.c.kind == lane) for lane in _OWN_LANES),
+        and_(slack_jobs.c.kind.not_in(_OWN_LANES), earlier.c.kind.not_in(_OWN_LANES)),
     )
     return exists().where(
         earlier.c.incident_id == slack_jobs.c.incident_id,
@@ -176,6 +185,8 @@ def _record(row: RowMapping) -> IncidentRecord:
     incident.paged = list(incident.paged or [])
     incident.ticks = dict(incident.ticks or {})
     incident.alert = dict(incident.alert) if incident.alert else None
+    incident.public_title = incident.public_title or ""
+    incident.components = dict(incident.components or {})
     incident.actions = [_action(item) for item in row["actions"] or []]
     return IncidentRecord(incident, SlackRefs(**{name: row[name] for name in _REF_FIELDS}))
 
@@ -806,6 +817,88 @@ class SqlTx(_TimerMixin):
             alert_keys.c.key.like("alert:%"),
         )
         return int((await self.c.execute(statement)).scalar_one())
+
+    # ---- the status page ---------------------------------------------------------------
+    async def publish(self, incident_id: str, data: dict[str, Any], *, at: datetime) -> None:
+        """Record a published update (`data`: a PUBLISHED event's data) and the incident's
+        public state, for the page to read."""
+        resolved = data.get("status") == RESOLVED
+        state = {
+            "title": str(data["title"]),
+            "status": str(data["status"]),
+            "impact": str(data["impact"]),
+            "components": dict(data.get("components") or {}),
+            "updated_at": at,
+            "resolved_at": at if resolved else None,
+        }
+        changed = await self.c.execute(
+            update(status_incidents)
+            .where(status_incidents.c.incident_id == incident_id)
+            .values(**state)
+        )
+        if not changed.rowcount:
+            await self.c.execute(
+                insert(status_incidents).values(incident_id=incident_id, created_at=at, **state)
+            )
+        await self.c.execute(
+            insert(status_updates).values(
+                incident_id=incident_id,
+                at=at,
+                status=str(data["status"]),
+                body=str(data["text"]),
+                components=dict(data.get("components") or {}),
+            )
+        )
+
+    async def public_incidents(self, *, since: datetime, limit: int = 50) -> list[PublicIncident]:
+        """The public incidents still open or resolved since `since`, newest first, each
+        with its updates newest first: what the status page shows."""
+        rows = list(
+            (
+                await self.c.execute(
+                    select(status_incidents)
+                    .where(
+                        or_(
+                            status_incidents.c.resolved_at.is_(None),
+                            status_incidents.c.updated_at >= since,
+                        )
+                    )
+                    .order_by(status_incidents.c.created_at.desc())
+                    .limit(limit)
+                )
+            ).mappings()
+        )
+        updates: dict[str, list[PublicUpdate]] = {row["incident_id"]: [] for row in rows}
+        if rows:
+            found = await self.c.execute(
+                select(status_updates)
+                .where(status_updates.c.incident_id.in_(list(updates)))
+                .order_by(status_updates.c.at.desc(), status_updates.c.id.desc())
+            )
+            for update_row in found.mappings():
+                updates[update_row["incident_id"]].append(
+                    PublicUpdate(
+                        id=int(update_row["id"]),
+                        at=update_row["at"],
+                        status=update_row["status"],
+                        body=update_row["body"],
+                        components=dict(update_row["components"] or {}),
+                    )
+                )
+        return [
+            PublicIncident(
+                key=row["incident_id"],
+                title=row["title"],
+                status=row["status"],
+                impact=row["impact"],
+                components=dict(row["components"] or {}),
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                resolved_at=row["resolved_at"],
+                updates=updates[row["incident_id"]],
+            )
+            for row in rows
+        ]
 
 
 class SqlStore:

@@ -104,6 +104,9 @@ incidents = Table(
     Column("announce_ts", String(32)),
     # Declared from an alert: the alert's details (null: declared by a person).
     Column("alert", Json),
+    # The status page: the public title ('' until published) and the components' states.
+    Column("public_title", Text, nullable=False, default=""),
+    Column("components", Json, nullable=False, default=dict),
     UniqueConstraint("day", "seq"),
     Index("ix_incidents_status", "status"),
 )
@@ -184,4 +187,40 @@ alert_keys = Table(
     Column("firing", Boolean, nullable=False),
     Column("starts_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+# The status page's read model, written in the transaction of each publish: one row per
+# public incident and one per published update, so the page is one small read.
+status_incidents = Table(
+    "status_incidents",
+    metadata,
+    Column("incident_id", String(32), ForeignKey("incidents.id"), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("impact", String(16), nullable=False),
+    Column("components", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Index("ix_status_incidents_updated_at", "updated_at"),
+)
+
+status_updates = Table(
+    "status_updates",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "incident_id",
+        String(32),
+        ForeignKey("status_incidents.incident_id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("components", Json, nullable=False),
 )

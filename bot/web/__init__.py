@@ -1,1 +1,2 @@
-"""The HTTP surface beside Slack: alert intake (`alerts.py`)."""
+"""The HTTP surface beside Slack: alert intake (`alerts.py`) and the status page that people
+reach with a browser (`status.py`)."""
