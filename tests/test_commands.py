@@ -319,3 +319,13 @@ async def test_stats_with_a_wrong_window_is_refused_at_once(slack: Slack) -> Non
     assert reply.text is not None
     assert "forever" in reply.text
     assert not slack.fake.responses[reply.response_url], "no follow-up is sent"
+
+
+async def test_a_title_with_the_word_payload_is_declared(slack: Slack) -> None:
+    """Bolt's own body parser takes any form in which "payload" appears for a button's
+    payload; the bot parses what Slack sent itself, so this is a slash command."""
+    channel = await slack.declare("sev2 payload service rejects requests")
+    assert "payload service rejects requests" in channel.messages[0].text
+    reply = await slack.command("note the payload=1 field is what fails", channel=channel.id)
+    assert reply.text is not None
+    assert "Note added" in reply.text

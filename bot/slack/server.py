@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
@@ -83,6 +87,10 @@ def build_web_app(
                 query=request.query_string,
                 headers={k: [v] for k, v in request.headers.items()},
             )
+            parsed = parse_slack_body(body, bolt_request.content_type)
+            if parsed != bolt_request.body:
+                bolt_request.body = parsed
+                bolt_request.context = build_async_context(AsyncBoltContext({}), parsed)
         except Exception:  # a signed but malformed body: Slack never sends one
             log.warning("a signed request with a body that cannot be parsed was refused")
             return web.json_response({"error": "malformed body"}, status=400)
@@ -166,6 +174,24 @@ def build_web_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     return app
+
+
+def parse_slack_body(body: str, content_type: str | None) -> dict[str, Any]:
+    """What Slack sent: JSON (events), or a form whose `payload` field is JSON (buttons,
+    forms), or a plain form (slash commands). Bolt's own parser takes any form in which the
+    word "payload" appears for an interaction, so `/incident sev2 payload API slow` would be
+    dispatched as an empty interaction and answered 404; here only a form that has a
+    `payload` field is one."""
+    if not body:
+        return {}
+    if content_type == "application/json" or body.startswith("{"):
+        parsed: dict[str, Any] = json.loads(body)
+        return parsed
+    form = dict(parse_qsl(body, keep_blank_values=True))
+    if "payload" in form:
+        interaction: dict[str, Any] = json.loads(form["payload"])
+        return interaction
+    return form
 
 
 def request_kind(body: dict[str, Any]) -> str:
