@@ -140,6 +140,9 @@ async def test_a_worker_never_claims_again_what_it_is_still_running(slack: Slack
         assert mine.id not in [job.id for job in again]
         theirs = await tx.claim_jobs(now=later, worker="B", limit=10, lease_seconds=10)
         assert mine.id in [job.id for job in theirs]
+    async with slack.bot.store.transaction() as tx:  # B holds it and runs it no more
+        (back,) = await tx.claim_jobs(now=later, worker="B", limit=1, lease_seconds=10)
+        assert back.id == mine.id
 
 
 # ---- one bad timer stays one failure ---------------------------------------------------------
@@ -214,6 +217,45 @@ async def test_the_worker_outlives_a_database_outage(slack: Slack) -> None:
         worker.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=5)
+
+
+async def test_work_whose_outcome_was_lost_with_the_database_runs_again_at_once(
+    slack: Slack,
+) -> None:
+    """The database goes away while a claimed job talks to Slack, so its outcome cannot be
+    recorded. When the database is back, the same worker runs it again at once (and finds
+    what it already did): not two minutes later, when its lease would have run out, which
+    is all a worker alive and holding its liveness lock would otherwise wait for."""
+    flaky = FlakyStore(slack.bot.store)
+    worker = Worker(store=flaky, run_job=slack.bot.executor, clock=slack.clock, poll_seconds=0.02)
+    await slack.command("sev2 search slow", settle=False)
+    slack.fake.latency("conversations.create", 0.3)
+
+    async def outage() -> None:
+        await slack.fake.wait_for(lambda: slack.fake.calls_to("conversations.create"), timeout=2)
+        flaky.down = True  # while the channel is being created
+        await asyncio.sleep(0.5)
+        flaky.down = False
+
+    going = asyncio.create_task(outage())
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        await going
+        # The fake clock does not move: a lease could not run out.
+        await slack.fake.wait_for(
+            lambda: any(
+                "INCIDENT ALERT" in m.text
+                for c in slack.fake.channels.values()
+                if c.name.startswith("inc-")
+                for m in c.messages
+            ),
+            timeout=10,
+        )
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+    assert len([c for c in slack.fake.channels.values() if c.name.startswith("inc-")]) == 1
 
 
 # ---- garbage in ------------------------------------------------------------------------------

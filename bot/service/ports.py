@@ -81,6 +81,9 @@ class Job:
     result: dict[str, Any] = field(default_factory=dict)  # steps done so far, kept on retry
     worker: str = ""  # who holds the claim: only it may record the outcome
     created_at: datetime | None = None
+    # The incident as the claim found it (read in the claim's transaction, so running the
+    # job needs no transaction of its own to know it); None: read it when running.
+    incident: IncidentRecord | None = None
 
 
 @dataclass(frozen=True)

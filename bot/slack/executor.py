@@ -127,9 +127,13 @@ class SlackExecutor:
                 return await self._email(job, record)
         raise JobFailed(f"unknown job kind {job.kind}")
 
-    async def _record(self, job: Job) -> IncidentRecord:
+    async def _record(self, job: Job, *, fresh: bool = False) -> IncidentRecord:
+        """The job's incident: as the claim read it a moment ago, or (`fresh`) as it is now,
+        for a job that waited on something and may find it changed."""
         if job.incident_id is None:
             raise JobFailed("job without an incident")
+        if job.incident is not None and not fresh:
+            return job.incident
         async with self.store.transaction(read_only=True) as tx:
             record = await tx.get(job.incident_id)
         if record is None:
@@ -243,15 +247,24 @@ class SlackExecutor:
         step: str,
         thread_ts: str | None = None,
         broadcast: bool = False,
+        ts_ref: str | None = None,
+        refs: dict[str, str | None] | None = None,
     ) -> str:
         """Post unless an earlier run of this job already did (found by its metadata); in
-        the thread of `thread_ts` when given, also shown in the channel with `broadcast`."""
+        the thread of `thread_ts` when given, also shown in the channel with `broadcast`.
+        `ts_ref` names the incident's Slack reference that keeps the message's ts (with
+        `refs`, others to keep with it): saved in the transaction that saves the step."""
+        keep = dict(refs or {})
+        if ts_ref is not None:
+            keep[ts_ref] = None
         done = job.result.get(step)
-        if isinstance(done, str):
+        if isinstance(done, str):  # saved with its references, in one transaction
             return done
         if job.attempts > 1:
             found = await self._find_posted(channel, job.id, step, thread_ts=thread_ts)
             if found:
+                if keep and ts_ref is not None:
+                    await self._save_refs(str(job.incident_id), **(keep | {ts_ref: found}))
                 return found
         threading: dict[str, Any] = {}
         if thread_ts:
@@ -273,6 +286,8 @@ class SlackExecutor:
         async with self.store.transaction() as tx:
             if not await tx.save_job_result(job.id, dict(job.result), worker=job.worker):
                 raise JobRetry("another worker took this job over; it carries on")
+            if keep and ts_ref is not None:
+                await tx.set_slack_refs(str(job.incident_id), **(keep | {ts_ref: ts}))
         return ts
 
     async def _find_posted(
@@ -302,9 +317,8 @@ class SlackExecutor:
         channel = await self._channel(record)
         if not record.slack.alert_ts:
             ts = await self._post_once(
-                job, channel=channel, message=self._alert(record), step="alert"
+                job, channel=channel, message=self._alert(record), step="alert", ts_ref="alert_ts"
             )
-            await self._save_refs(record.incident.id, alert_ts=ts)
             record.slack.alert_ts = ts
         await self._set_topic(channel, record)
         return {"alert": record.slack.alert_ts}
@@ -363,14 +377,18 @@ class SlackExecutor:
             return {}
         try:
             ts = await self._post_once(
-                job, channel=channel, message=self._alert(record, announce=True), step="announce"
+                job,
+                channel=channel,
+                message=self._alert(record, announce=True),
+                step="announce",
+                ts_ref="announce_ts",
+                refs={"announce_channel_id": channel},
             )
         except SlackApiError as exc:
             refused = classify(exc)
             if isinstance(refused, JobFailed):
                 await self._notice(record, texts.announce_failed(str(refused)))
             raise refused from exc
-        await self._save_refs(record.incident.id, announce_channel_id=channel, announce_ts=ts)
         return {"announce": ts}
 
     async def _notice(self, record: IncidentRecord, text: str) -> None:
@@ -483,7 +501,7 @@ class SlackExecutor:
             try:
                 result = await self.mailer.send(job.id, job.payload)
             except JobRetry as trouble:
-                record = await self._record(job)  # the channel may exist by now
+                record = await self._record(job, fresh=True)  # the channel may exist by now
                 if not job.result.get("told") and record.slack.channel_id:
                     await self._notice(record, texts.email_trouble(str(trouble), retrying=True))
                     job.result["told"] = True
@@ -497,6 +515,7 @@ class SlackExecutor:
                 if job.result.get("told"):
                     await self._notice(record, texts.email_recovered(len(result.get("to") or [])))
                 return {"sent": True, **result}
+        record = await self._record(job, fresh=True)
         await self._channel(record)  # the refusal is said once the channel exists
         await self._notice(record, texts.email_trouble(str(refused), retrying=False))
         raise JobFailed(str(refused))
@@ -630,8 +649,9 @@ class SlackExecutor:
             message = self._playbook_message(record, others)
             if message is None:
                 return {}
-            ts = await self._post_once(job, channel=channel, message=message, step="playbook")
-            await self._save_refs(record.incident.id, playbook_ts=ts)
+            ts = await self._post_once(
+                job, channel=channel, message=message, step="playbook", ts_ref="playbook_ts"
+            )
             return {"playbook": ts}
         if record.slack.playbook_ts:
             message = self._playbook_message(record, [])

@@ -7,7 +7,19 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -273,7 +285,12 @@ class _TimerMixin:
             and_(timers.c.state == "pending", timers.c.due_at <= now),
             and_(
                 timers.c.state == "firing",
-                self._abandoned(timers.c.locked_by, timers.c.locked_until, now),
+                or_(
+                    # Its own: the worker fires one round at a time, so a timer it still
+                    # holds when it claims was left by a round the database cut short.
+                    timers.c.locked_by == worker,
+                    self._abandoned(timers.c.locked_by, timers.c.locked_until, now),
+                ),
             ),
         )
         statement = select(timers).where(claimable).order_by(timers.c.due_at, timers.c.id)
@@ -558,15 +575,24 @@ class SqlTx(_TimerMixin):
         A job is claimable when pending and due, or running with an expired lease (its
         process died). Jobs of one incident run in the order they were recorded. On
         PostgreSQL the rows are locked with SKIP LOCKED, so replicas never share a job.
-        `running`: the jobs this worker is running at this moment, never claimed again
-        (it claims while they run; once it has stopped running one without recording it,
-        the database being away, that one is claimable like any abandoned job).
+        `running`: the jobs this worker is running at this moment, never claimed again (it
+        claims while they run). A job it holds and does not run (its outcome could not be
+        recorded: the database went away) is claimed again at once.
         """
         claimable = or_(
             and_(slack_jobs.c.state == JobState.PENDING, slack_jobs.c.run_after <= now),
             and_(
                 slack_jobs.c.state == JobState.RUNNING,
-                self._abandoned(slack_jobs.c.locked_by, slack_jobs.c.locked_until, now),
+                or_(
+                    # Its own and not running here: a run whose outcome could not be
+                    # recorded (the database went away), to run again now, not after its
+                    # lease (the worker's liveness lock says it is alive).
+                    and_(
+                        slack_jobs.c.locked_by == worker,
+                        slack_jobs.c.id.not_in(list(running)) if running else true(),
+                    ),
+                    self._abandoned(slack_jobs.c.locked_by, slack_jobs.c.locked_until, now),
+                ),
             ),
         )
         blocked = _blocked()
@@ -576,7 +602,7 @@ class SqlTx(_TimerMixin):
             .order_by(slack_jobs.c.id)
             .limit(limit)
         )
-        if running:
+        if running:  # never taken from itself while it runs them (abandoned or not)
             chosen = chosen.where(slack_jobs.c.id.not_in(list(running)))
         if self._postgres:
             chosen = chosen.with_for_update(skip_locked=True, of=slack_jobs)
@@ -593,6 +619,11 @@ class SqlTx(_TimerMixin):
             .returning(*slack_jobs.c)
         )
         rows = sorted((await self.c.execute(statement)).mappings(), key=lambda row: row["id"])
+        wanted = sorted({row["incident_id"] for row in rows if row["incident_id"]})
+        found: dict[str, IncidentRecord] = {}
+        if wanted:
+            read = select(incidents).where(incidents.c.id.in_(wanted))
+            found = {row["id"]: _record(row) for row in (await self.c.execute(read)).mappings()}
         return [
             Job(
                 id=row["id"],
@@ -603,6 +634,7 @@ class SqlTx(_TimerMixin):
                 result=dict(row["result"] or {}),
                 worker=worker,
                 created_at=row["created_at"],
+                incident=found.get(row["incident_id"] or ""),
             )
             for row in rows
         ]
