@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
+    String,
     and_,
     bindparam,
     delete,
@@ -17,7 +20,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,6 +44,8 @@ from bot.service.ports import (
 )
 from bot.store.db import WORKER_LOCK_CLASS, Database
 from bot.store.tables import (
+    Json,
+    UTCDateTime,
     alert_keys,
     incident_days,
     incidents,
@@ -134,6 +138,74 @@ def _blocked() -> Any:
         earlier.c.state.in_([JobState.PENDING, JobState.RUNNING]),
         same_lane,
     )
+
+
+@functools.cache
+def _claim_statement(*, postgres: bool) -> Any:
+    """`claim_jobs`' one statement, built once (building it took more of the worker's time
+    than running it): choose the claimable jobs and claim them, returning their rows.
+
+    Claimable: pending and due; or running and either its own while not running here
+    (`b_running`: a run whose outcome could not be recorded, the database gone, to run again
+    now, not after its lease, since the worker's liveness lock says it is alive) or
+    abandoned (lease expired, or on PostgreSQL its claimant's liveness lock free: the
+    transaction-level probe lock is released at commit). Never one of `b_running`, and at
+    most one per incident and lane (`_blocked`).
+    """
+    now: Any = bindparam("b_now", type_=UTCDateTime())
+    worker: Any = bindparam("b_worker", type_=String())
+    running: Any = bindparam("b_running", type_=Integer(), expanding=True)
+    jobs = slack_jobs.c
+    abandoned: Any = jobs.locked_until < now
+    if postgres:
+        probe = func.pg_try_advisory_xact_lock(WORKER_LOCK_CLASS, func.hashtext(jobs.locked_by))
+        abandoned = or_(abandoned, probe)
+    claimable = or_(
+        and_(jobs.state == JobState.PENDING, jobs.run_after <= now),
+        and_(
+            jobs.state == JobState.RUNNING,
+            or_(and_(jobs.locked_by == worker, jobs.id.not_in(running)), abandoned),
+        ),
+    )
+    chosen = (
+        select(jobs.id)
+        .where(claimable, jobs.id.not_in(running), or_(jobs.incident_id.is_(None), ~_blocked()))
+        .order_by(jobs.id)
+        .limit(bindparam("b_limit"))
+    )
+    if postgres:
+        chosen = chosen.with_for_update(skip_locked=True, of=slack_jobs)
+    return (
+        update(slack_jobs)
+        .where(jobs.id.in_(chosen.scalar_subquery()))
+        .values(
+            state=JobState.RUNNING,
+            locked_by=worker,
+            locked_until=bindparam("b_until", type_=UTCDateTime()),
+            attempts=jobs.attempts + 1,
+        )
+        .returning(*slack_jobs.c)
+    )
+
+
+# A job's row while `b_worker` holds its claim (fencing: a worker whose lease was taken
+# over records nothing); the two statements every job runs, built once.
+_HELD = and_(
+    slack_jobs.c.id == bindparam("b_job", type_=Integer()),
+    slack_jobs.c.state == JobState.RUNNING,
+    slack_jobs.c.locked_by == bindparam("b_worker", type_=String()),
+)
+_FINISH = (
+    update(slack_jobs)
+    .where(_HELD)
+    .values(
+        state=JobState.DONE,
+        result=bindparam("b_result", type_=Json),
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        locked_until=None,
+    )
+)
+_SAVE_RESULT = update(slack_jobs).where(_HELD).values(result=bindparam("b_result", type_=Json))
 
 
 def _action(data: dict[str, Any]) -> ActionItem:
@@ -579,46 +651,17 @@ class SqlTx(_TimerMixin):
         claims while they run). A job it holds and does not run (its outcome could not be
         recorded: the database went away) is claimed again at once.
         """
-        claimable = or_(
-            and_(slack_jobs.c.state == JobState.PENDING, slack_jobs.c.run_after <= now),
-            and_(
-                slack_jobs.c.state == JobState.RUNNING,
-                or_(
-                    # Its own and not running here: a run whose outcome could not be
-                    # recorded (the database went away), to run again now, not after its
-                    # lease (the worker's liveness lock says it is alive).
-                    and_(
-                        slack_jobs.c.locked_by == worker,
-                        slack_jobs.c.id.not_in(list(running)) if running else true(),
-                    ),
-                    self._abandoned(slack_jobs.c.locked_by, slack_jobs.c.locked_until, now),
-                ),
-            ),
+        statement = _claim_statement(postgres=self._postgres)
+        values = {
+            "b_now": now,
+            "b_worker": worker,
+            "b_running": list(running),
+            "b_limit": limit,
+            "b_until": now + timedelta(seconds=lease_seconds),
+        }
+        rows = sorted(
+            (await self.c.execute(statement, values)).mappings(), key=lambda row: row["id"]
         )
-        blocked = _blocked()
-        chosen = (
-            select(slack_jobs.c.id)
-            .where(claimable, or_(slack_jobs.c.incident_id.is_(None), ~blocked))
-            .order_by(slack_jobs.c.id)
-            .limit(limit)
-        )
-        if running:  # never taken from itself while it runs them (abandoned or not)
-            chosen = chosen.where(slack_jobs.c.id.not_in(list(running)))
-        if self._postgres:
-            chosen = chosen.with_for_update(skip_locked=True, of=slack_jobs)
-        # One statement: choose and claim (one round trip, and on SQLite one step).
-        statement = (
-            update(slack_jobs)
-            .where(slack_jobs.c.id.in_(chosen))
-            .values(
-                state=JobState.RUNNING,
-                locked_by=worker,
-                locked_until=now + timedelta(seconds=lease_seconds),
-                attempts=slack_jobs.c.attempts + 1,
-            )
-            .returning(*slack_jobs.c)
-        )
-        rows = sorted((await self.c.execute(statement)).mappings(), key=lambda row: row["id"])
         wanted = sorted({row["incident_id"] for row in rows if row["incident_id"]})
         found: dict[str, IncidentRecord] = {}
         if wanted:
@@ -651,11 +694,8 @@ class SqlTx(_TimerMixin):
     async def finish_job(
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
     ) -> bool:
-        outcome = await self.c.execute(
-            update(slack_jobs)
-            .where(self._held(job_id, worker))
-            .values(state=JobState.DONE, result=result, finished_at=now, locked_until=None)
-        )
+        values = {"b_job": job_id, "b_worker": worker, "b_result": result, "b_now": now}
+        outcome = await self.c.execute(_FINISH, values)
         return bool(outcome.rowcount)
 
     async def retry_job(
@@ -691,9 +731,8 @@ class SqlTx(_TimerMixin):
         return bool(outcome.rowcount)
 
     async def save_job_result(self, job_id: int, result: dict[str, Any], *, worker: str) -> bool:
-        outcome = await self.c.execute(
-            update(slack_jobs).where(self._held(job_id, worker)).values(result=result)
-        )
+        values = {"b_job": job_id, "b_worker": worker, "b_result": result}
+        outcome = await self.c.execute(_SAVE_RESULT, values)
         return bool(outcome.rowcount)
 
     async def renew_jobs(
