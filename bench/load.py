@@ -237,14 +237,23 @@ def tail(log: Path, lines: int = 15) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(
-    name: str, argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, port: int
+    name: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    port: int,
+    pids: list[int] | None = None,
 ) -> AsyncIterator[str]:
     """Start a server process, wait for its /healthz to answer 200, and at the end stop it
-    with SIGTERM (SIGKILL after 15 s). Yields its base URL."""
+    with SIGTERM (SIGKILL after 15 s). Yields its base URL; its pid is added to `pids`."""
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
         )
+    if pids is not None:
+        pids.append(process.pid)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:

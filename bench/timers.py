@@ -15,12 +15,14 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from sqlalchemy import update
 
 from bot.clock import SystemClock
@@ -47,6 +49,56 @@ class SetupClock:
 async def no_slack(job: Job) -> dict[str, Any]:
     del job
     return {}
+
+
+def resident_mb(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()
+    return int(fields["VmRSS"][0]) / 1024, int(fields["VmHWM"][0]) / 1024
+
+
+async def bot_memory(url: str, tmp: Path) -> tuple[float, float, float]:
+    """The bot itself (`python -m bot`, against the Slack stand-in) serving the database with
+    the open incidents: its resident memory once started, and after what reads all of them
+    (`/incident list`, the Home tab, /metrics), with its peak."""
+    from bench.load import ALICE, REPO, SECRET, child_env, free_port, serving
+    from bot.devtools.driver import SlackDriver
+    from bot.devtools.fakeslack import FakeSlack
+
+    pids: list[int] = []
+    port = free_port()
+    async with FakeSlack() as fake:
+        fake.add_user(ALICE, "alice", "Alice Ops")
+        general = fake.add_channel("general", members=[ALICE])
+        env = child_env(
+            {
+                "SLACK_BOT_TOKEN": fake.bot_token,
+                "SLACK_SIGNING_SECRET": SECRET,
+                "SLACK_API_URL": fake.api_url,
+                "DATABASE_URL": url,
+                "PORT": str(port),
+                "PLAYBOOKS_DIR": str(REPO / "playbooks"),
+            }
+        )
+        command = [sys.executable, "-m", "bot"]
+        log = tmp / "bot.log"
+        async with serving("the bot", command, env=env, cwd=tmp, log=log, port=port, pids=pids):
+            started, _ = resident_mb(pids[0])
+            base = f"http://127.0.0.1:{port}"
+            async with SlackDriver(bot_url=base, signing_secret=SECRET, fake=fake) as driver:
+                await driver.command("list", user=ALICE, channel=general, channel_name="general")
+                await driver.event({"type": "app_home_opened", "user": ALICE, "tab": "home"})
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{base}/metrics") as response,
+                ):
+                    await response.read()
+            await asyncio.sleep(2)  # the Home tab is published in the background
+            now, peak = resident_mb(pids[0])
+    return started, now, peak
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,6 +152,7 @@ async def run(incidents: int, window: float, database_url: str | None, idle: flo
         worker.stop()
         await task
         await database.dispose()
+        memory = await bot_memory(url, Path(tmp)) if database.dialect == "sqlite" else None
 
     print(
         f"\nTimers: {incidents} open incidents, nudges due across {window:.0f}s "
@@ -114,6 +167,12 @@ async def run(incidents: int, window: float, database_url: str | None, idle: flo
         ("lateness max", f"{max(nudges) * 1000:.0f} ms" if nudges else "—"),
         (f"worker CPU while idle ({idle:.0f}s)", f"{cpu * 100:.2f} % of a core"),
     ]
+    if memory is not None:
+        rows += [
+            ("bot resident memory, started", f"{memory[0]:.0f} MB"),
+            ("  after list, Home, /metrics", f"{memory[1]:.0f} MB"),
+            ("  peak", f"{memory[2]:.0f} MB"),
+        ]
     for name, value in rows:
         print(f"| {name:<34} | {value:>12} |")
 

@@ -69,7 +69,7 @@ class Worker:
         run_job: JobRunner,
         clock: Clock,
         name: str | None = None,
-        concurrency: int = 8,
+        concurrency: int = 16,
         lease_seconds: int = 120,
         poll_seconds: float = 1.0,
         reconnect: Callable[[], Awaitable[None]] | None = None,
