@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
+from bot.service.deadline import requests_waiting
 from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ DETACHED = frozenset({JobKind.PAGERDUTY, JobKind.EMAIL})
 class Timers(Protocol):
     """The clock side of the service: fire what is due, say when the next one is."""
 
-    async def fire_due_timers(self, *, worker: str) -> int: ...
+    async def fire_due_timers(self, *, worker: str, limit: int = 50) -> int: ...
     async def next_timer_due(self) -> datetime | None: ...
 
 
@@ -54,6 +55,11 @@ ONCE_KEEP = timedelta(days=7)
 HOUSEKEEPING_SECONDS = 3600.0
 # How long a round keeps claiming jobs as slots free up before due timers are looked at.
 REFILL_SECONDS = 0.25
+# Due timers are claimed this many at a time, batch after batch for up to this long.
+TIMER_BATCH = 50
+TIMER_ROUND_SECONDS = 0.5
+# How long the worker waits for Slack requests under way before starting more jobs.
+GIVE_WAY_SECONDS = 0.05
 
 
 def backoff(attempts: int) -> float:
@@ -115,7 +121,8 @@ class Worker:
         after `REFILL_SECONDS`, so that due timers are looked at again in time. Jobs for
         other servers (PagerDuty, SMTP) are run beside the loop (`_detach`).
         """
-        fired = await self.timers.fire_due_timers(worker=self.name) if self.timers else 0
+        fired = await self._fire_timers()
+        await self.give_way()
         async with self.store.transaction() as tx:
             jobs = await tx.claim_jobs(
                 now=self.clock.now(),
@@ -149,6 +156,8 @@ class Worker:
                     running.pop(task)
                     outcomes.append(task.result())
                 refill = not self._stopping and time.monotonic() - started < REFILL_SECONDS
+                if refill:
+                    await self.give_way()
                 more = await self._record(
                     outcomes,
                     claim=self.concurrency - len(running) if refill else 0,
@@ -163,6 +172,29 @@ class Worker:
             for task in running:  # only when recording failed (the database went away)
                 task.cancel()
         return fired + ran
+
+    async def _fire_timers(self) -> int:
+        """Fire the due timers first, batch after batch while a batch comes back full (for up
+        to `TIMER_ROUND_SECONDS`): a clock that is due matters more than Slack work waiting."""
+        if self.timers is None:
+            return 0
+        fired = 0
+        started = time.monotonic()
+        while True:
+            batch = await self.timers.fire_due_timers(worker=self.name, limit=TIMER_BATCH)
+            fired += batch
+            if batch < TIMER_BATCH or time.monotonic() - started > TIMER_ROUND_SECONDS:
+                return fired
+
+    async def give_way(self) -> None:
+        """Before starting more jobs, let the Slack requests waiting on their work now be
+        answered first (the process has one event loop: every job started meanwhile would
+        slow their answers down), for at most `GIVE_WAY_SECONDS`, so that a stream of
+        requests never stops the Slack work."""
+        waited = 0.0
+        while requests_waiting() and waited < GIVE_WAY_SECONDS:
+            await asyncio.sleep(0.002)
+            waited += 0.002
 
     def _detach(self, job: Job) -> None:
         """Run a job that talks to something other than Slack (PagerDuty, an SMTP server)

@@ -217,3 +217,22 @@ async def test_a_failed_declaration_leaves_a_gap_never_a_repeat(database: Databa
     assert await store.take_number(day) == 1
     assert await store.take_number(day) == 2  # 1's declaration failed: 1 stays unused
     assert await store.take_number(date(2026, 11, 24)) == 1  # each day starts again
+
+
+async def test_the_worker_gives_way_to_requests_waiting_on_their_work(slack: Slack) -> None:
+    """Before it starts more jobs the worker lets a Slack request under way be answered
+    (the process has one event loop), and when none is under way it does not wait."""
+    order: list[str] = []
+
+    async def request_work() -> None:
+        await asyncio.sleep(0.01)
+        order.append("request answered")
+
+    answering = asyncio.create_task(within(request_work))
+    await asyncio.sleep(0)
+    await slack.bot.worker.give_way()
+    order.append("worker goes on")
+    await answering
+    assert order == ["request answered", "worker goes on"]
+    async with asyncio.timeout(0.5):
+        await slack.bot.worker.give_way()  # nobody waiting: at once

@@ -35,6 +35,7 @@ class _Attempt:
 
 _attempt: ContextVar[_Attempt | None] = ContextVar("deadline_attempt", default=None)
 _abandoned: set[asyncio.Task[object]] = set()
+_waiting = 0  # requests inside `within` now
 
 
 class TooSlow(DomainError):
@@ -50,6 +51,12 @@ class TooSlow(DomainError):
         else:
             message = "The database did not answer in time, so nothing was changed. Try again."
         super().__init__(message)
+
+
+def requests_waiting() -> int:
+    """How many Slack requests of this process wait on their work now (the worker gives
+    way to them: see `Worker.give_way`)."""
+    return _waiting
 
 
 def in_request() -> bool:
@@ -73,11 +80,15 @@ async def within(work: Callable[[], Awaitable[T]], seconds: float = REQUEST_SECO
         return await work()
 
     task = asyncio.ensure_future(run())
+    global _waiting
+    _waiting += 1
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
         task.cancel()
         raise
+    finally:
+        _waiting -= 1
     if task in done:
         return task.result()
     task.cancel()

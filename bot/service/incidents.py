@@ -196,10 +196,6 @@ class Where:
     channel_id: str | None = None
 
 
-class _LostClaim(Exception):
-    """Another process took the timer over (its lease had expired); it fires it, not us."""
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What a command did: the incident after it and the events it produced."""
@@ -892,7 +888,8 @@ class IncidentService:
             claimed = await tx.claim_timers(
                 now=self.clock.now(), worker=worker, limit=limit, lease_seconds=lease_seconds
             )
-        for timer in claimed:
+        together = len(claimed) > 1 and await self._fire_together(claimed, worker=worker)
+        for timer in [] if together else claimed:
             try:
                 await self._fire(timer, worker=worker)
             except Exception as exc:  # one bad timer must not stall the others
@@ -925,37 +922,63 @@ class IncidentService:
             self._wake()
         return len(claimed)
 
-    async def _fire(self, claimed: ClaimedTimer, *, worker: str) -> None:
-        with logs.about(claimed.incident_id):
-            await self._fire_one(claimed, worker=worker)
-
-    async def _fire_one(self, claimed: ClaimedTimer, *, worker: str) -> None:
+    async def _fire_together(self, claimed: list[ClaimedTimer], *, worker: str) -> bool:
+        """Fire a batch of timers in one transaction (their incidents locked in id order, as
+        every worker does, so two never wait on each other). False when one of them raised:
+        the whole batch is rolled back and the caller fires them one by one, so that one bad
+        timer stays one failure."""
         now = self.clock.now()
+        fired: list[tuple[ClaimedTimer, list[Event] | None]] = []
         try:
             async with self.store.transaction() as tx:
-                record = await tx.get(claimed.incident_id, lock=True)
-                if not await tx.mark_fired(claimed.id, worker=worker, now=now):
-                    raise _LostClaim
-                if record is None:
-                    return
-                incident = record.incident
-                if self.policy.severity(incident.severity) is None:
-                    raise InvalidCommand(
-                        f"{incident.severity} is no longer in the policy; change the incident's "
-                        "severity to one that is"
-                    )
-                events = clocks.fire(incident, claimed.timer, self.policy, now)
-                if events:
-                    await tx.save(incident)
-                    await tx.add_events(incident.id, events)
-                    await tx.enqueue(self._jobs_for(incident, events), now=now)
-                await tx.replan_timers(
-                    incident.id, clocks.plan(incident, self.policy, now), now=now
-                )
-        except _LostClaim:
+                for timer in sorted(claimed, key=lambda t: (t.incident_id, t.id)):
+                    with logs.about(timer.incident_id):
+                        fired.append((timer, await self._fire_in(tx, timer, worker, now)))
+        except Exception:  # told again, with the reason, when fired one by one
+            log.debug("a batch of %d timers is fired one by one", len(claimed), exc_info=True)
+            return False
+        for timer, events in fired:
+            with logs.about(timer.incident_id):
+                self._fired(timer, events, now)
+        return True
+
+    async def _fire(self, claimed: ClaimedTimer, *, worker: str) -> None:
+        with logs.about(claimed.incident_id):
+            now = self.clock.now()
+            async with self.store.transaction() as tx:
+                events = await self._fire_in(tx, claimed, worker, now)
+            self._fired(claimed, events, now)
+
+    async def _fire_in(
+        self, tx: Tx, claimed: ClaimedTimer, worker: str, now: datetime
+    ) -> list[Event] | None:
+        """Fire one claimed timer inside `tx`, under its incident's lock: the events it made
+        (none: moot), or None when it is not this worker's to fire any more (another took
+        it over after its lease) or its incident is gone."""
+        record = await tx.get(claimed.incident_id, lock=True)
+        if not await tx.mark_fired(claimed.id, worker=worker, now=now):
             log.warning(
                 "timer %s of %s was claimed elsewhere", claimed.timer.key, claimed.incident_id
             )
+            return None
+        if record is None:
+            return None
+        incident = record.incident
+        if self.policy.severity(incident.severity) is None:
+            raise InvalidCommand(
+                f"{incident.severity} is no longer in the policy; change the incident's "
+                "severity to one that is"
+            )
+        events = clocks.fire(incident, claimed.timer, self.policy, now)
+        if events:
+            await tx.save(incident)
+            await tx.add_events(incident.id, events)
+            await tx.enqueue(self._jobs_for(incident, events), now=now)
+        await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+        return events
+
+    def _fired(self, claimed: ClaimedTimer, events: list[Event] | None, now: datetime) -> None:
+        if events is None:
             return
         lateness = (now - claimed.timer.due).total_seconds()
         log.info(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 
@@ -144,6 +145,20 @@ slack_jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Index("ix_slack_jobs_state_run_after", "state", "run_after"),
+    # What every claim reads: the unfinished jobs (see migration 0008).
+    Index(
+        "ix_slack_jobs_unfinished",
+        "id",
+        postgresql_where=text("state IN ('pending', 'running')"),
+        sqlite_where=text("state IN ('pending', 'running')"),
+    ),
+    Index(
+        "ix_slack_jobs_unfinished_by_incident",
+        "incident_id",
+        "id",
+        postgresql_where=text("state IN ('pending', 'running')"),
+        sqlite_where=text("state IN ('pending', 'running')"),
+    ),
 )
 
 timers = Table(
