@@ -2,7 +2,9 @@
 
 A scripted incident from declaration to resolution; every request is signed like Slack's
 and goes through the same endpoint as in production. The transcript shows what each
-channel shows, step by step. The clock is simulated so that the incident lasts an hour
+channel shows, step by step, what the public status page says once the incident is
+published, and, at the end, an incident that monitoring declares (Alertmanager's webhook)
+before anyone types a word. The clock is simulated so that the incident lasts an hour
 while the demo takes seconds.
 """
 
@@ -14,14 +16,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
+
 from bot.clock import FakeClock, SystemClock
 from bot.config import Settings
 from bot.devtools.driver import SlackDriver, view_values_from
 from bot.devtools.fakeslack import Channel, FakeSlack, Message
 from bot.devtools.transcript import message_lines, readable, render_edit, render_message
+from bot.domain.policy import Component, StatusPage, default_policy
 from bot.runtime import Runtime
 
 SECRET = "demo-signing-secret"  # noqa: S105 - the demo's own stand-in, no real Slack app
+ALERTS_TOKEN = "demo-alerts-token"  # noqa: S105 - the demo's own monitoring
 
 
 @dataclass
@@ -32,6 +38,7 @@ class Demo:
     clock: FakeClock
     general: str
     start: datetime
+    base: str = ""
     seen: dict[str, int] = field(default_factory=dict)
     edits: dict[str, int] = field(default_factory=dict)
 
@@ -143,14 +150,31 @@ async def run_demo(*, database_url: str | None = None) -> int:
                 slack_signing_secret=SECRET,
                 slack_api_url=fake.api_url,
                 database_url=url,
+                alerts_token=ALERTS_TOKEN,
             )
-            bot = await Runtime.create(settings, clock=clock)
+            page = StatusPage(
+                title="Example status",
+                components=[
+                    Component(name="Payments", services=["payments", "stripe"]),
+                    Component(name="Messaging", services=["messaging"]),
+                ],
+            )
+            policy = default_policy().model_copy(update={"status_page": page})
+            bot = await Runtime.create(settings, clock=clock, policy=policy)
             port = await bot.start(host="127.0.0.1", port=0, worker=False)
             try:
                 async with SlackDriver(
                     bot_url=f"http://127.0.0.1:{port}", signing_secret=SECRET, fake=fake
                 ) as driver:
-                    demo = Demo(fake, driver, bot, clock, general, start=clock.now())
+                    demo = Demo(
+                        fake,
+                        driver,
+                        bot,
+                        clock,
+                        general,
+                        start=clock.now(),
+                        base=f"http://127.0.0.1:{port}",
+                    )
                     await script(demo, alice=alice, bob=bob, carol=carol)
             finally:
                 await bot.close()
@@ -210,6 +234,19 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
         "/incident status mitigating",
         lambda: demo.command("status mitigating", user=bob, channel=channel.id),
     )
+    await demo.step(
+        at(12),
+        "@carol",
+        "/incident publish Payments=major … (the customer-facing update)",
+        lambda: demo.command(
+            "publish Payments=major Some card payments in Europe are failing. We have found "
+            "the cause and are moving payments to a backup processor. Next update within 30 "
+            "minutes.",
+            user=carol,
+            channel=channel.id,
+        ),
+    )
+    await status_page(demo, "The public status page now")
     playbook = next(m for m in channel.messages if "Playbook" in m.text)
     first = next(b for b in playbook.blocks or [] if b.get("block_id") == "steps:0")
     option = first["elements"][0]["options"][0]
@@ -305,6 +342,7 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
         "/incident timeline",
         lambda: demo.command("timeline", user=alice, channel=channel.id),
     )
+    await status_page(demo, "The public status page after the resolution")
     (draft,) = demo.fake.files.values()
     markdown = (draft.content or b"").decode()
     print(
@@ -313,7 +351,87 @@ async def script(demo: Demo, *, alice: str, bob: str, carol: str) -> None:
     )
     print("\n".join(f"    {line}" for line in markdown.splitlines()[:30]))
     print("    …")
+    await alert_declares(demo)
     print(
-        f"\n{'━' * 78}\nDone: one incident, {len(channel.messages)} messages in #{channel.name}, "
+        f"\n{'━' * 78}\nDone: two incidents (one declared by a person, one by monitoring), "
+        f"{len(channel.messages)} messages in #{channel.name}, "
         f"{len(demo.fake.calls)} Slack API calls recorded by the stand-in."
+    )
+
+
+async def status_page(demo: Demo, title: str) -> None:
+    """What anyone reads at /status (its JSON, as status aggregators read it)."""
+    async with httpx.AsyncClient() as http:
+        summary = (await http.get(f"{demo.base}/status/api/v2/summary.json")).json()
+    print(f"\n{'━' * 78}\n{title} (GET /status/api/v2/summary.json; /status is the page):")
+    print(f"    overall: {summary['status']['description']}")
+    for component in summary["components"]:
+        print(f"    {component['name']}: {component['status'].replace('_', ' ')}")
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(f"{demo.base}/status")).text
+    print(
+        f"    /status: {len(page)} bytes of HTML, no script; internal title on it: "
+        f"{'payment processing down' in page}"
+    )
+
+
+async def alert_declares(demo: Demo) -> None:
+    """Alertmanager's webhook (as its `receivers:` would send it) declares an incident."""
+    demo.clock.advance(timedelta(minutes=30))
+    now = demo.clock.now()
+    alert = {
+        "status": "firing",
+        "labels": {
+            "alertname": "HighErrorRate",
+            "service": "messaging",
+            "severity": "critical",
+        },
+        "annotations": {
+            "summary": "Error rate above 1% on messaging-api for 5 minutes",
+            "runbook_url": "https://runbooks.example.com/messaging/errors",
+        },
+        "startsAt": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example.com:9090/graph?g0.expr=errors",
+        "fingerprint": "b1c2d3e4f5a60718",
+    }
+    body = {
+        "version": "4",
+        "groupKey": '{}:{alertname="HighErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "incident-bot",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://alertmanager.example.com:9093",
+        "alerts": [alert],
+    }
+    headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
+    url = f"{demo.base}/alerts/alertmanager"
+
+    async def post(what: dict[str, object]) -> str | None:
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(url, json=what, headers=headers)
+        return f"HTTP {answer.status_code} {answer.json().get('status')}"
+
+    await demo.step(
+        "T+93m",
+        "Alertmanager",
+        "POST /alerts/alertmanager (HighErrorRate, critical)",
+        lambda: post(body),
+    )
+    await demo.step(
+        "T+93m",
+        "Alertmanager",
+        "the same group again (its repeat_interval): nothing new",
+        lambda: post(body),
+    )
+    demo.clock.advance(timedelta(minutes=10))
+    resolved = {**alert, "status": "resolved", "endsAt": demo.clock.now().isoformat()}
+    await demo.step(
+        "T+103m",
+        "Alertmanager",
+        "the alert is resolved (people decide: Resolve button)",
+        lambda: post({**body, "status": "resolved", "alerts": [resolved]}),
     )
