@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine.url import make_url
 
 from bot.config import Settings, SettingsError
-from bot.domain.policy import Policy, PolicyError, load_policy
+from bot.domain.policy import Policy, PolicyError, load_policy, yaml_line
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +60,12 @@ def policy(settings: Settings) -> Policy:
         problems = []
         for error in exc.errors(include_url=False, include_input=False):
             field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            line = _line(root, list(error["loc"]))
+            line = yaml_line(root, list(error["loc"]))
             at = f" line {line}" if line else ""
             problems.append(f"{field}{at}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError(f"POLICY_FILE: {path}: {'; '.join(problems)}") from None
     except PolicyError as exc:  # a model validator's own message
         raise SettingsError(f"POLICY_FILE: {' '.join(str(exc).split())}") from None
-
-
-def _line(node: Any, loc: list[Any]) -> int | None:
-    """The 1-based line of the YAML node at `loc` (or of its nearest parent that exists)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        else:
-            child = None
-        if child is None:
-            break
-        node, line = child, child.start_mark.line + 1
-    return line
 
 
 def playbooks_dir(settings: Settings) -> Path:

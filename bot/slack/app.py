@@ -153,6 +153,22 @@ def _value(values: dict[str, Any], block: str) -> str:
     return str(element.get("value") or "")
 
 
+async def submitted(
+    ack: AsyncAck, work: Callable[[], Awaitable[object]], *, field: Callable[[Exception], str]
+) -> None:
+    """Carry out a submitted form's work within the request's deadline, then close the form;
+    a refusal is shown in the form under the input `field(error)` names (the form stays
+    open). A repeated submission of the same form (`AlreadyDone`) just closes it."""
+    try:
+        await within(work)
+    except AlreadyDone:
+        pass
+    except DomainError as error:
+        await ack(response_action="errors", errors={field(error): str(error)})
+        return
+    await ack()
+
+
 def build_app(
     *,
     service: IncidentService,
@@ -428,73 +444,54 @@ def build_app(
         except ValueError:
             origin = {}
         services = [s for s in _value(values, "services").split(",") if s.strip()]
-        try:
-            await within(
-                lambda: service.declare(
-                    once=f"view:{view.get('id')}" if view.get("id") else None,
-                    severity=_value(values, "severity"),
-                    title=commands.typed(_value(values, "title")),
-                    by=body["user"]["id"],
-                    origin_channel_id=origin.get("channel"),
-                    response_url=origin.get("response_url"),
-                    services=[commands.typed(s) for s in services],
-                    impact=commands.typed(_value(values, "impact")),
-                )
-            )
-        except AlreadyDone:
-            await ack()
-            return
-        except DomainError as error:
-            field = "severity" if "severity" in str(error) else "title"
-            await ack(response_action="errors", errors={field: str(error)})
-            return
-        await ack()
+        await submitted(
+            ack,
+            lambda: service.declare(
+                once=f"view:{view.get('id')}" if view.get("id") else None,
+                severity=_value(values, "severity"),
+                title=commands.typed(_value(values, "title")),
+                by=body["user"]["id"],
+                origin_channel_id=origin.get("channel"),
+                response_url=origin.get("response_url"),
+                services=[commands.typed(s) for s in services],
+                impact=commands.typed(_value(values, "impact")),
+            ),
+            field=lambda error: "severity" if "severity" in str(error) else "title",
+        )
 
     @app.view(Modal.UPDATE)
     async def on_update(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view["state"]["values"]
-        try:
-            await within(
-                lambda: service.post_update(
-                    Where(incident_id=view.get("private_metadata") or ""),
-                    by=body["user"]["id"],
-                    text=commands.typed(_value(values, "text")),
-                    status=_value(values, "status") or None,
-                    next_steps=commands.typed(_value(values, "next_steps")),
-                    impact=commands.typed(_value(values, "impact")),
-                    form=True,
-                    once=f"view:{view.get('id')}" if view.get("id") else None,
-                )
-            )
-        except AlreadyDone:
-            await ack()
-            return
-        except DomainError as error:
-            await ack(response_action="errors", errors={"text": str(error)})
-            return
-        await ack()
+        await submitted(
+            ack,
+            lambda: service.post_update(
+                Where(incident_id=view.get("private_metadata") or ""),
+                by=body["user"]["id"],
+                text=commands.typed(_value(values, "text")),
+                status=_value(values, "status") or None,
+                next_steps=commands.typed(_value(values, "next_steps")),
+                impact=commands.typed(_value(values, "impact")),
+                form=True,
+                once=f"view:{view.get('id')}" if view.get("id") else None,
+            ),
+            field=lambda _: "text",
+        )
 
     @app.view(Modal.RESOLVE)
     async def on_resolve(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view["state"]["values"]
-        try:
-            await within(
-                lambda: service.resolve(
-                    Where(incident_id=view.get("private_metadata") or ""),
-                    by=body["user"]["id"],
-                    summary=commands.typed(_value(values, "summary")),
-                    root_cause=commands.typed(_value(values, "root_cause")),
-                    public_text=commands.typed(_value(values, "public")),
-                    once=f"view:{view.get('id')}" if view.get("id") else None,
-                )
-            )
-        except AlreadyDone:
-            await ack()
-            return
-        except DomainError as error:
-            await ack(response_action="errors", errors={"summary": str(error)})
-            return
-        await ack()
+        await submitted(
+            ack,
+            lambda: service.resolve(
+                Where(incident_id=view.get("private_metadata") or ""),
+                by=body["user"]["id"],
+                summary=commands.typed(_value(values, "summary")),
+                root_cause=commands.typed(_value(values, "root_cause")),
+                public_text=commands.typed(_value(values, "public")),
+                once=f"view:{view.get('id')}" if view.get("id") else None,
+            ),
+            field=lambda _: "summary",
+        )
 
     @app.view(Modal.PUBLISH)
     async def on_publish(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -509,24 +506,18 @@ def build_app(
             # A block the form did not render (a forged index) names no component.
             name = names[number] if index.isdecimal() and number < len(names) else index
             components[name] = _value(values, block) or statuspage.OPERATIONAL
-        try:
-            await within(
-                lambda: service.publish(
-                    Where(incident_id=view.get("private_metadata") or ""),
-                    by=body["user"]["id"],
-                    text=commands.typed(_value(values, "text")),
-                    title=commands.typed(_value(values, "title")),
-                    components=components,
-                    once=f"view:{view.get('id')}" if view.get("id") else None,
-                )
-            )
-        except AlreadyDone:
-            await ack()
-            return
-        except DomainError as error:
-            await ack(response_action="errors", errors={"text": str(error)})
-            return
-        await ack()
+        await submitted(
+            ack,
+            lambda: service.publish(
+                Where(incident_id=view.get("private_metadata") or ""),
+                by=body["user"]["id"],
+                text=commands.typed(_value(values, "text")),
+                title=commands.typed(_value(values, "title")),
+                components=components,
+                once=f"view:{view.get('id')}" if view.get("id") else None,
+            ),
+            field=lambda _: "text",
+        )
 
     # ---- events ------------------------------------------------------------------------
     @app.event("app_home_opened")
