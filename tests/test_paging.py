@@ -406,3 +406,20 @@ async def test_a_failed_lookup_is_not_repeated_for_every_request(people: Slack) 
         assert "Note added" in reply.text
     asked = len(slack.fake.calls_to("users.info")) - before
     assert asked <= 3, "one look-up (with the client's own two retries), then the cache"
+
+
+async def test_a_raise_past_the_new_response_target_pages_each_person_once(
+    people: Slack,
+) -> None:
+    """Raised to SEV1 after SEV1's 5-minute response target has passed: the people SEV1
+    pages at declaration get one direct message about it, not the page and, in the same
+    moment, a reminder that the target was missed."""
+    slack = people
+    channel = await slack.declare("sev3 checkout slow")
+    await advance(slack, 20)
+    before = len(dm_texts(slack, ON2))
+    await slack.command("sev sev1", channel=channel.id)
+    await advance(slack, 1)
+    assert len(dm_texts(slack, ON2)) - before == 1, dm_texts(slack, ON2)
+    missed = [t for t in slack.texts(channel) if "5m response target for SEV1" in t]
+    assert len(missed) == 1, "the missed target is still said in the channel"

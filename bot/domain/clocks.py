@@ -63,9 +63,11 @@ def plan(incident: Incident, policy: Policy, now: datetime) -> list[Timer]:
     timers: list[Timer] = []
     if incident.is_open:
         if not incident.acknowledged:
-            timers.append(
-                Timer(f"ack_target:{name}", TimerKind.ACK_TARGET, start + severity.ack_timeout)
-            )
+            due = start + severity.ack_timeout
+            # Already past when first planned: the severity was just raised past its target,
+            # and the raise has just paged the people a reminder would go to.
+            late = {"late": True} if due <= now else {}
+            timers.append(Timer(f"ack_target:{name}", TimerKind.ACK_TARGET, due, late))
             for index, level in enumerate(severity.escalation):
                 if index > incident.escalation_level:
                     timers.append(
@@ -174,7 +176,9 @@ def fire(incident: Incident, timer: Timer, policy: Policy, now: datetime) -> lis
                     None,
                     {
                         "target": format_duration(severity.ack_timeout),
-                        "notify": _current_targets(incident, policy),
+                        # Said in the channel; the level is reminded directly unless the
+                        # target was already past when planned (a raise paged it just now).
+                        "notify": [] if data.get("late") else _current_targets(incident, policy),
                     },
                 )
             ]
