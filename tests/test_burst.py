@@ -236,3 +236,15 @@ async def test_the_worker_gives_way_to_requests_waiting_on_their_work(slack: Sla
     assert order == ["request answered", "worker goes on"]
     async with asyncio.timeout(0.5):
         await slack.bot.worker.give_way()  # nobody waiting: at once
+
+
+async def test_a_write_transaction_inside_another_is_refused_not_a_hang() -> None:
+    """One task opening a second write transaction while it holds the writer would wait for
+    itself forever; it is refused at once instead."""
+    queue = WriterQueue()
+    await queue.acquire(urgent=False)
+    with pytest.raises(RuntimeError, match="inside another"):
+        async with asyncio.timeout(1):  # the same task, as a nested `async with` would be
+            await queue.acquire(urgent=False)
+    queue.release()
+    await asyncio.wait_for(queue.acquire(urgent=True), 1)  # free for the next one

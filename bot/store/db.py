@@ -76,12 +76,17 @@ class WriterQueue:
 
     def __init__(self) -> None:
         self._held = False
+        self._holder: asyncio.Task[Any] | None = None
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._background: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self, *, urgent: bool) -> None:
+        me = asyncio.current_task()
+        if self._held and self._holder is me:
+            # It would wait for itself forever: a write transaction opened inside another.
+            raise RuntimeError("a write transaction was opened inside another one")
         if not self._held and not self._urgent and not self._background:
-            self._held = True
+            self._held, self._holder = True, me
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         (self._urgent if urgent else self._background).append(turn)
@@ -93,8 +98,10 @@ class WriterQueue:
             if turn.done() and not turn.cancelled():
                 self.release()
             raise
+        self._holder = me
 
     def release(self) -> None:
+        self._holder = None
         for queue in (self._urgent, self._background):
             while queue:
                 turn = queue.popleft()
