@@ -137,9 +137,7 @@ class Worker:
         running: dict[asyncio.Task[tuple[Job, str, Any]], Job] = {}
 
         def start(claimed: list[Job]) -> None:
-            for job in claimed:
-                if job.id in self._detached:  # under way beside the loop already
-                    continue
+            for job in claimed:  # never one under way here: claims leave those out
                 if job.kind in DETACHED:
                     self._detach(job)
                 else:

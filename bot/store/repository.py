@@ -145,6 +145,17 @@ def _blocked() -> Any:
     )
 
 
+def _abandoned(locked_by: Any, locked_until: Any, now: Any, *, postgres: bool) -> Any:
+    """A claimed row whose claimant is gone: lease expired, or (PostgreSQL) the worker's
+    liveness lock is free because its process died. The transaction-level probe lock is
+    released at commit."""
+    expired = locked_until < now
+    if not postgres:
+        return expired
+    probe = func.pg_try_advisory_xact_lock(WORKER_LOCK_CLASS, func.hashtext(locked_by))
+    return or_(expired, probe)
+
+
 @functools.cache
 def _claim_statement(*, postgres: bool) -> Any:
     """`claim_jobs`' one statement, built once (building it took more of the worker's time
@@ -161,15 +172,14 @@ def _claim_statement(*, postgres: bool) -> Any:
     worker: Any = bindparam("b_worker", type_=String())
     running: Any = bindparam("b_running", type_=Integer(), expanding=True)
     jobs = slack_jobs.c
-    abandoned: Any = jobs.locked_until < now
-    if postgres:
-        probe = func.pg_try_advisory_xact_lock(WORKER_LOCK_CLASS, func.hashtext(jobs.locked_by))
-        abandoned = or_(abandoned, probe)
     claimable = or_(
         and_(jobs.state == JobState.PENDING, jobs.run_after <= now),
         and_(
             jobs.state == JobState.RUNNING,
-            or_(and_(jobs.locked_by == worker, jobs.id.not_in(running)), abandoned),
+            or_(
+                jobs.locked_by == worker,  # not running here: `b_running` is left out below
+                _abandoned(jobs.locked_by, jobs.locked_until, now, postgres=postgres),
+            ),
         ),
     )
     chosen = (
@@ -289,16 +299,6 @@ class _TimerMixin:
     c: AsyncConnection
     _postgres: bool
 
-    def _abandoned(self, locked_by: Any, locked_until: Any, now: datetime) -> Any:
-        """A claimed row whose claimant is gone: lease expired, or (PostgreSQL) the worker's
-        liveness lock is free because its process died. The transaction-level probe lock
-        is released at commit."""
-        expired = locked_until < now
-        if not self._postgres:
-            return expired
-        probe = func.pg_try_advisory_xact_lock(WORKER_LOCK_CLASS, func.hashtext(locked_by))
-        return or_(expired, probe)
-
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
         jobs = await self.c.execute(
@@ -371,7 +371,9 @@ class _TimerMixin:
                     # Its own: the worker fires one round at a time, so a timer it still
                     # holds when it claims was left by a round the database cut short.
                     timers.c.locked_by == worker,
-                    self._abandoned(timers.c.locked_by, timers.c.locked_until, now),
+                    _abandoned(
+                        timers.c.locked_by, timers.c.locked_until, now, postgres=self._postgres
+                    ),
                 ),
             ),
         )
@@ -692,15 +694,6 @@ class SqlTx(_TimerMixin):
             for row in rows
         ]
 
-    def _held(self, job_id: int, worker: str) -> Any:
-        """The job row, only while `worker` holds its claim (fencing: a worker whose lease
-        was taken over records nothing)."""
-        return and_(
-            slack_jobs.c.id == job_id,
-            slack_jobs.c.state == JobState.RUNNING,
-            slack_jobs.c.locked_by == worker,
-        )
-
     async def finish_job(
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
     ) -> bool:
@@ -726,17 +719,18 @@ class SqlTx(_TimerMixin):
         if not spend_attempt:  # a rate limit is Slack pacing us, not the job failing
             values["attempts"] = slack_jobs.c.attempts - 1
         outcome = await self.c.execute(
-            update(slack_jobs).where(self._held(job_id, worker)).values(**values)
+            update(slack_jobs).where(_HELD).values(**values), {"b_job": job_id, "b_worker": worker}
         )
         return bool(outcome.rowcount)
 
     async def fail_job(self, job_id: int, *, worker: str, now: datetime, error: str) -> bool:
         outcome = await self.c.execute(
             update(slack_jobs)
-            .where(self._held(job_id, worker))
+            .where(_HELD)
             .values(
                 state=JobState.FAILED, last_error=error[:2000], finished_at=now, locked_until=None
-            )
+            ),
+            {"b_job": job_id, "b_worker": worker},
         )
         return bool(outcome.rowcount)
 
