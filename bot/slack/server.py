@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -87,10 +86,10 @@ def build_web_app(
                 query=request.query_string,
                 headers={k: [v] for k, v in request.headers.items()},
             )
-            parsed = parse_slack_body(body, bolt_request.content_type)
-            if parsed != bolt_request.body:
-                bolt_request.body = parsed
-                bolt_request.context = build_async_context(AsyncBoltContext({}), parsed)
+            if misread_as_interaction(body, bolt_request.body):
+                form = dict(parse_qsl(body, keep_blank_values=True))
+                bolt_request.body = form
+                bolt_request.context = build_async_context(AsyncBoltContext({}), form)
         except Exception:  # a signed but malformed body: Slack never sends one
             log.warning("a signed request with a body that cannot be parsed was refused")
             return web.json_response({"error": "malformed body"}, status=400)
@@ -176,22 +175,12 @@ def build_web_app(
     return app
 
 
-def parse_slack_body(body: str, content_type: str | None) -> dict[str, Any]:
-    """What Slack sent: JSON (events), or a form whose `payload` field is JSON (buttons,
-    forms), or a plain form (slash commands). Bolt's own parser takes any form in which the
-    word "payload" appears for an interaction, so `/incident sev2 payload API slow` would be
-    dispatched as an empty interaction and answered 404; here only a form that has a
-    `payload` field is one."""
-    if not body:
-        return {}
-    if content_type == "application/json" or body.startswith("{"):
-        parsed: dict[str, Any] = json.loads(body)
-        return parsed
-    form = dict(parse_qsl(body, keep_blank_values=True))
-    if "payload" in form:
-        interaction: dict[str, Any] = json.loads(form["payload"])
-        return interaction
-    return form
+def misread_as_interaction(body: str, parsed: dict[str, Any]) -> bool:
+    """Whether Bolt read a plain form (a slash command) as an empty interaction. Its parser
+    takes any form in which the word "payload" appears for one, so `/incident sev2 payload
+    API slow` would be dispatched as nothing and answered 404. Only then is the form read
+    again, so no other request is parsed twice."""
+    return not parsed and "payload" in body and not body.startswith("{")
 
 
 def request_kind(body: dict[str, Any]) -> str:
