@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import text
@@ -109,6 +110,43 @@ def bot_settings() -> dict[str, object]:
     return {}
 
 
+@asynccontextmanager
+async def serving(
+    fake: FakeSlack,
+    database: Database,
+    clock: FakeClock,
+    policy: Policy,
+    pagerduty: FakePagerDuty,
+    **settings: object,
+) -> AsyncIterator[Slack]:
+    """The bot serving HTTP against the fake Slack (with #general and #incidents); its
+    worker is run by `slack.settle()`."""
+    general = fake.add_channel("general", members=[ALICE, BOB, CAROL])
+    fake.add_channel("incidents", members=[ALICE, BOB, CAROL], bot_is_member=False)
+    runtime = await Runtime.create(
+        settings_for(fake, database.url, pagerduty_events_url=pagerduty.url, **settings),
+        clock=clock,
+        policy=policy,
+        database=database,
+    )
+    try:
+        port = await runtime.start(host="127.0.0.1", port=0, worker=False)
+        async with SlackDriver(
+            bot_url=f"http://127.0.0.1:{port}", signing_secret=SIGNING_SECRET, fake=fake
+        ) as driver:
+            yield Slack(
+                fake=fake,
+                driver=driver,
+                bot=runtime,
+                clock=clock,
+                general=general,
+                pagerduty=pagerduty,
+                bot_url=f"http://127.0.0.1:{port}",
+            )
+    finally:
+        await runtime.close()
+
+
 @pytest.fixture
 async def slack(
     fake: FakeSlack,
@@ -119,28 +157,8 @@ async def slack(
     bot_settings: dict[str, object],
 ) -> AsyncIterator[Slack]:
     """The bot serving HTTP against the fake Slack; its worker is run by `slack.settle()`."""
-    general = fake.add_channel("general", members=[ALICE, BOB, CAROL])
-    fake.add_channel("incidents", members=[ALICE, BOB, CAROL], bot_is_member=False)
-    runtime = await Runtime.create(
-        settings_for(fake, database.url, pagerduty_events_url=pagerduty.url, **bot_settings),
-        clock=clock,
-        policy=policy,
-        database=database,
-    )
-    port = await runtime.start(host="127.0.0.1", port=0, worker=False)
-    async with SlackDriver(
-        bot_url=f"http://127.0.0.1:{port}", signing_secret=SIGNING_SECRET, fake=fake
-    ) as driver:
-        yield Slack(
-            fake=fake,
-            driver=driver,
-            bot=runtime,
-            clock=clock,
-            general=general,
-            pagerduty=pagerduty,
-            bot_url=f"http://127.0.0.1:{port}",
-        )
-    await runtime.close()
+    async with serving(fake, database, clock, policy, pagerduty, **bot_settings) as bot:
+        yield bot
 
 
 @pytest.fixture

@@ -45,19 +45,17 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from bot.clock import FakeClock
-from bot.devtools.driver import SlackDriver
 from bot.devtools.fakepagerduty import FakePagerDuty
 from bot.devtools.fakeslack import Call, Channel, FakeSlack
 from bot.domain.policy import Policy, default_policy, parse_policy
-from bot.runtime import Runtime
 from bot.service.incidents import Where
 from bot.service.ports import IncidentRecord
 from bot.slack.app import INTERNAL_ERROR
 from bot.slack.blocks import Action, Modal
 from bot.store import tables
 from bot.store.db import Database
-from tests.conftest import settings_for
-from tests.harness import ALICE, BOB, CAROL, SIGNING_SECRET, Slack
+from tests.conftest import serving
+from tests.harness import ALICE, BOB, CAROL, Slack
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -353,37 +351,15 @@ class Failures(logging.Handler):
 
 # ---- one bot for the module ----------------------------------------------------------------
 @asynccontextmanager
-async def serving(path: Path) -> AsyncIterator[Slack]:
+async def serving_file(path: Path) -> AsyncIterator[Slack]:
     """The bot serving HTTP against the fake Slack on a SQLite file (as conftest's `slack`)."""
     async with FakeSlack() as fake, FakePagerDuty() as pagerduty:
         fake.add_user(ALICE, "alice", "Alice Ops")
         fake.add_user(BOB, "bob", "Bob Oncall")
         fake.add_user(CAROL, "carol", "Carol Comms")
-        general = fake.add_channel("general", members=[ALICE, BOB, CAROL])
-        fake.add_channel("incidents", members=[ALICE, BOB, CAROL], bot_is_member=False)
         database = Database(f"sqlite+aiosqlite:///{path}")
-        clock = FakeClock()
-        runtime = await Runtime.create(
-            settings_for(fake, database.url, pagerduty_events_url=pagerduty.url),
-            clock=clock,
-            policy=POLICY,
-            database=database,
-        )
-        try:
-            port = await runtime.start(host="127.0.0.1", port=0, worker=False)
-            async with SlackDriver(
-                bot_url=f"http://127.0.0.1:{port}", signing_secret=SIGNING_SECRET, fake=fake
-            ) as driver:
-                yield Slack(
-                    fake=fake,
-                    driver=driver,
-                    bot=runtime,
-                    clock=clock,
-                    general=general,
-                    pagerduty=pagerduty,
-                )
-        finally:
-            await runtime.close()
+        async with serving(fake, database, FakeClock(), POLICY, pagerduty) as slack:
+            yield slack
 
 
 class Bot:
@@ -485,7 +461,7 @@ def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
     loop = asyncio.new_event_loop()
     failures = Failures()
     logging.getLogger().addHandler(failures)
-    serve: AbstractAsyncContextManager[Slack] = serving(
+    serve: AbstractAsyncContextManager[Slack] = serving_file(
         tmp_path_factory.mktemp("fuzz") / "incidents.db"
     )
     try:
