@@ -357,6 +357,14 @@ def _parser() -> argparse.ArgumentParser:
     settings.add_argument(
         "--env-file", type=Path, default=None, metavar="FILE", help=_ENV_FILE_HELP
     )
+    policy_option = argparse.ArgumentParser(add_help=False)
+    policy_option.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the policy file (default: POLICY_FILE, else the built-in policy)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.add_parser(
         "serve",
@@ -408,20 +416,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate = policy_sub.add_parser(
         "simulate",
-        parents=[settings],
+        parents=[settings, policy_option],
         help="who is notified when, minute by minute, if nobody answers",
         description="Run the bot's own clock and paging code on an incident nobody "
         "acknowledges, updates or resolves, and print every firing as an offset from the "
         "declaration: who is paged, nudged or told, and what PagerDuty is told.",
     )
     simulate.add_argument("severity", help="a severity or one of its aliases, e.g. sev1 or p0")
-    simulate.add_argument(
-        "--policy",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the policy file (default: POLICY_FILE, else the built-in policy)",
-    )
     simulate.add_argument(
         "--raise-to", default=None, metavar="SEVERITY", help="raise the severity on the way"
     )
@@ -455,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     alerts_try = alerts_sub.add_parser(
         "test",
-        parents=[settings],
+        parents=[settings, policy_option],
         help="print what an alert payload would declare, without doing it",
         description="Read a JSON payload as the alert endpoints read it (a 400 is shown as "
         "such) and print, for each alert, the rule that matches and the severity it gives, "
@@ -470,13 +471,6 @@ def _parser() -> argparse.ArgumentParser:
         dest="kind",
         default=None,
         help="read it as POST /alerts/generic (default: Alertmanager's when it has `alerts`)",
-    )
-    alerts_try.add_argument(
-        "--policy",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the policy file (default: POLICY_FILE, else the built-in policy)",
     )
     export = sub.add_parser(
         "postmortem",
