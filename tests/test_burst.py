@@ -154,6 +154,8 @@ async def test_reading_does_not_wait_for_the_writer(slack: Slack) -> None:
         assert await asyncio.wait_for(database.ping(), 2)
         due = await asyncio.wait_for(slack.bot.service.next_timer_due(), 2)
         assert due is None
+        page = await asyncio.wait_for(slack.bot.service.status_view(), 2)  # the public page
+        assert page is not None
     finally:
         release.set()
         await held

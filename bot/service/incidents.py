@@ -1010,6 +1010,6 @@ class IncidentService:
     async def status_view(self) -> statuspage.StatusView:
         """The status page: public incidents still open or of the last 14 days."""
         now = self.clock.now()
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(read_only=True) as tx:
             found = await tx.public_incidents(since=statuspage.history_since(now))
         return statuspage.build_view(self.policy, found, now)
