@@ -164,6 +164,7 @@ class Runtime:
             playbooks=playbooks,
             directory=directory,
             mailer=mailer,
+            clock=clock,
         )
         executor.bot_user = lambda: identity.bot_user_id
         worker = Worker(

@@ -201,6 +201,30 @@ async def test_smtp_down_email_waits_and_nothing_else_does(slack: Slack, smtp_po
         controller.stop()
 
 
+async def test_telling_the_channel_never_sends_the_email_again(
+    slack: Slack, smtp_port: int
+) -> None:
+    """The SMTP server comes back: the email goes out, and the channel is told. Slack is
+    rate-limiting and then loses the answer to that message: the message still arrives,
+    once, and the email is not sent a second time."""
+    box = Inbox()
+    channel = await declare_with_services(slack)
+    slack.clock.advance(timedelta(seconds=5))
+    await slack.settle()  # the server is away: the channel is told it waits
+    controller = _serve(box, smtp_port)
+    try:
+        slack.fake.rate_limit("chat.postMessage", retry_after=1)
+        slack.fake.lose_answer("chat.postMessage")
+        for _ in range(4):
+            slack.clock.advance(timedelta(minutes=10))
+            await slack.settle()
+        assert len(box.messages) == 1, "the declaration's email, once"
+    finally:
+        controller.stop()
+    recovered = [t for t in slack.texts(channel) if "Email sent to 2 addresses" in t]
+    assert len(recovered) == 1
+
+
 async def test_a_server_that_never_answers_holds_up_no_slack_message(
     slack: Slack, smtp_port: int
 ) -> None:
@@ -229,6 +253,7 @@ async def test_a_server_that_never_answers_holds_up_no_slack_message(
         assert slack.bot.worker.busy, "the email is still waiting for its server"
         assert elapsed < 3.5, f"Slack work waited {elapsed:.2f}s for the SMTP server"
         await slack.bot.worker.drain()  # the server's silence ends in a timeout: a retry
+        await slack.settle()  # what the channel is told is a message of its own
     told = [t for t in slack.texts(channel) if "Email to stakeholders not sent yet" in t]
     assert len(told) == 1
     assert "SMTP server unreachable" in told[0]

@@ -3,8 +3,10 @@
 `SMTP_URL` is `smtp://user:pass@host:587` (STARTTLS when the server offers it) or
 `smtps://user:pass@host:465` (TLS from the first byte). Each message has a plain-text and an
 HTML part, rendered from templates with autoescaping, and a Message-ID made from the job's
-id: the job row is recorded before anything is sent, and if the answer to a send is lost the
-retry sends the same Message-ID, which mail systems use to drop the repeat.
+id: the job row is recorded before anything is sent. If the server's answer to a send is
+lost (or the process dies before the outcome is recorded), the retry sends it again: SMTP
+offers nothing stronger, so an email may arrive twice, with the same Message-ID (mail clients
+thread such copies together). Once a send is recorded, it is never repeated.
 
 A server that is down, slow or answers 4xx makes the job wait and retry (its own lane:
 nothing else waits); a 5xx refusal (a recipient or the credentials refused) ends it.

@@ -733,6 +733,11 @@ def event_message(template: str, state: dict[str, Any], event: dict[str, Any]) -
                 f" {escape(str(event.get('reason')))}). The other clocks still run; "
                 "whoever runs the bot will find the details in its log.",
             )
+        case "email_trouble":
+            error, retrying = str(event.get("error")), bool(event.get("retrying"))
+            return _line(state, texts.email_trouble(error, retrying=retrying))
+        case "email_recovered":
+            return _line(state, texts.email_recovered(int(event.get("recipients") or 0)))
         case "update_posted":
             return update_message(state, event)
         case "action_added":

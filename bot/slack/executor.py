@@ -19,13 +19,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.clock import Clock, SystemClock
 from bot.domain.naming import channel_name
 from bot.domain.policy import Policy
 from bot.integrations.email import Mailer
 from bot.integrations.pagerduty import PagerDuty, pd_severity
 from bot.playbooks import PlaybookSet, builtin_generic
 from bot.service.incidents import ANNOUNCE, CHANNEL, IncidentService, snapshot
-from bot.service.ports import IncidentRecord, Job, JobFailed, JobKind, JobRetry, Store
+from bot.service.ports import IncidentRecord, Job, JobFailed, JobKind, JobRetry, NewJob, Store
 from bot.slack import blocks, texts
 from bot.slack.directory import SlackDirectory
 
@@ -75,9 +76,11 @@ class SlackExecutor:
         playbooks: PlaybookSet | None = None,
         directory: SlackDirectory | None = None,
         mailer: Mailer | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.mailer = mailer
+        self.clock = clock or SystemClock()
         self.directory = directory or SlackDirectory(client)
         self.store = store
         self.policy = policy
@@ -490,35 +493,52 @@ class SlackExecutor:
 
     async def _email(self, job: Job, record: IncidentRecord) -> dict[str, Any]:
         """Email the severity's addresses. While the SMTP server is away the job waits in a
-        lane of its own and the incident channel is told once (when it exists); a refusal
-        for good is said there too, and ends the job without sending again."""
+        lane of its own and the incident channel is told once; a refusal for good is said
+        there too, and ends the job without sending again. What the channel is told is a
+        message job recorded with the outcome it tells (posted once the channel exists,
+        through Slack's rate limits), so that telling can never send the email again."""
         if job.result.get("sent"):
             return dict(job.result)
+        refused = job.result.get("refused")
+        if refused is not None:  # said already, in the transaction that recorded it
+            raise JobFailed(str(refused))
         if self.mailer is None:
             raise JobFailed("SMTP_URL is not set: no email can be sent")
-        refused = job.result.get("refused")
-        if refused is None:
-            try:
-                result = await self.mailer.send(job.id, job.payload)
-            except JobRetry as trouble:
-                record = await self._record(job, fresh=True)  # the channel may exist by now
-                if not job.result.get("told") and record.slack.channel_id:
-                    await self._notice(record, texts.email_trouble(str(trouble), retrying=True))
-                    job.result["told"] = True
-                    await self._save_result(job)
-                raise
-            except JobFailed as refusal:
-                refused = str(refusal)
-                job.result["refused"] = refused
-                await self._save_result(job)
-            else:
-                if job.result.get("told"):
-                    await self._notice(record, texts.email_recovered(len(result.get("to") or [])))
-                return {"sent": True, **result}
-        record = await self._record(job, fresh=True)
-        await self._channel(record)  # the refusal is said once the channel exists
-        await self._notice(record, texts.email_trouble(str(refused), retrying=False))
-        raise JobFailed(str(refused))
+        try:
+            result = await self.mailer.send(job.id, job.payload)
+        except JobRetry as trouble:
+            if not job.result.get("told"):
+                job.result["told"] = True
+                await self._tell(job, record, "email_trouble", error=str(trouble), retrying=True)
+            raise
+        except JobFailed as refusal:
+            job.result["refused"] = str(refusal)
+            await self._tell(job, record, "email_trouble", error=str(refusal), retrying=False)
+            raise
+        told = bool(job.result.get("told"))
+        job.result.update(sent=True, **result)
+        if told:
+            await self._tell(job, record, "email_recovered", recipients=len(result.get("to") or []))
+        return dict(job.result)
+
+    async def _tell(self, job: Job, record: IncidentRecord, template: str, **event: Any) -> None:
+        """Save the job's steps so far and, in the same transaction, record a message for
+        the incident channel (`template`, rendered by `blocks.event_message`)."""
+        incident = record.incident
+        notice = NewJob(
+            JobKind.POST,
+            incident.id,
+            {
+                "template": template,
+                "to": [CHANNEL],
+                "event": event,
+                "incident": {"id": incident.id, "drill": incident.drill},
+            },
+        )
+        async with self.store.transaction() as tx:
+            if not await tx.save_job_result(job.id, dict(job.result), worker=job.worker):
+                raise JobRetry("another worker took this job over; it carries on")
+            await tx.enqueue([notice], now=self.clock.now())
 
     # ---- reaching people ---------------------------------------------------------------
     async def _save_result(self, job: Job) -> None:
