@@ -368,3 +368,18 @@ async def test_history_keeps_the_last_14_days(slack: Slack) -> None:
     assert "Old trouble with payments." not in page
     assert "No incidents in the last 14 days." in page
     assert "Old trouble" not in (await fetch(slack, "/status/history.atom")).text
+
+
+async def test_an_open_incident_is_never_crowded_off_the_page(slack: Slack) -> None:
+    """The page reads a bounded number of public incidents: the ones still open come first,
+    however many were published and resolved after them."""
+    first = await declare_with_services(slack, services="messaging", severity="SEV2")
+    await slack.command("publish Messages are delayed.", channel=first.id)
+    slack.clock.advance(timedelta(minutes=5))
+    later = await slack.declare("sev2 search slow")
+    await slack.command("publish Search is slow.", channel=later.id)
+    await slack.command("resolve fixed", channel=later.id)
+    async with slack.bot.store.transaction(read_only=True) as tx:
+        since = slack.clock.now() - timedelta(days=14)
+        (shown,) = await tx.public_incidents(since=since, limit=1)
+    assert shown.resolved_at is None, "the open one, not the newer resolved one"

@@ -926,8 +926,8 @@ class SqlTx(_TimerMixin):
         )
 
     async def public_incidents(self, *, since: datetime, limit: int = 50) -> list[PublicIncident]:
-        """The public incidents still open or resolved since `since`, newest first, each
-        with its updates newest first: what the status page shows."""
+        """The public incidents still open or resolved since `since` (the open ones first),
+        newest first, each with its updates newest first: what the status page shows."""
         rows = list(
             (
                 await self.c.execute(
@@ -938,7 +938,12 @@ class SqlTx(_TimerMixin):
                             status_incidents.c.updated_at >= since,
                         )
                     )
-                    .order_by(status_incidents.c.created_at.desc())
+                    # Those still open first: however many were resolved since, an
+                    # incident in progress is never cut off the page by the limit.
+                    .order_by(
+                        status_incidents.c.resolved_at.is_(None).desc(),
+                        status_incidents.c.created_at.desc(),
+                    )
                     .limit(limit)
                 )
             ).mappings()
