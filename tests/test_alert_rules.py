@@ -404,3 +404,16 @@ def test_any_body_is_read_or_refused_with_a_named_field(body: dict[str, Any]) ->
             assert item.key
             assert len(item.labels) <= 64
             decide(item, policy())
+
+
+def test_a_broken_severity_is_the_only_error_said(tmp_path: Path) -> None:
+    """A severity that fails to load is said as such; the rules naming it are not also
+    said to name no severity (with an empty list of the ones there are)."""
+    data = yaml.safe_load(RULES)
+    data["severities"][0]["ack_timeout"] = "soon"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    assert "ack_timeout" in str(raised.value)
+    assert "is not a severity of this policy" not in str(raised.value)
