@@ -96,7 +96,7 @@ class AlertService:
         if receipt.incident:
             logs.concerning(receipt.incident)
         if receipt.status in (DECLARED, JOINED):
-            service._wake()
+            service.wake()
         log.info(
             "alerts from %s: %s%s (%d firing, %d resolved read)",
             domain.SOURCES.get(group.source),
@@ -246,9 +246,7 @@ class AlertService:
         )
         if incident.alert:  # the alert message shows how many fire now
             incident.alert = {**incident.alert, "firing": firing}
-            await tx.save(incident)
-        await tx.add_events(incident.id, events)
-        await tx.enqueue(service._jobs_for(incident, events), now=now)
+        await service.record_change(tx, incident, events, now)
         return Receipt(
             JOINED,
             f"joined {incident.id}: {len(fired)} alert(s) fired, {len(stopped)} resolved",

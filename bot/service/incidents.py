@@ -431,15 +431,25 @@ class IncidentService:
             events = change(record.incident, now)
             if enrich is not None:
                 await enrich(tx, record.incident, events)
-            await tx.save(record.incident)
-            await tx.add_events(record.incident.id, events)
-            await self._project(tx, record.incident, events)
-            await tx.enqueue(self._jobs_for(record.incident, events), now=now)
-            await tx.replan_timers(
-                record.incident.id, clocks.plan(record.incident, self.policy, now), now=now
-            )
+            await self.record_change(tx, record.incident, events, now)
         self._wake()
         return Outcome(record, events)
+
+    async def record_change(
+        self, tx: Tx, incident: Incident, events: list[Event], now: datetime
+    ) -> None:
+        """What every change to an incident records, in its transaction: its state, the
+        events on its timeline (and the status page's tables), the Slack and paging work
+        they cause, and its clocks re-planned. Commands, clocks and alerts all end here."""
+        await tx.save(incident)
+        await tx.add_events(incident.id, events)
+        await self._project(tx, incident, events)
+        await tx.enqueue(self._jobs_for(incident, events), now=now)
+        await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+
+    def wake(self) -> None:
+        """Tell the worker that work was recorded (after the transaction committed)."""
+        self._wake()
 
     # ---- declaration -------------------------------------------------------------------
     async def declare(
@@ -971,10 +981,9 @@ class IncidentService:
             )
         events = clocks.fire(incident, claimed.timer, self.policy, now)
         if events:
-            await tx.save(incident)
-            await tx.add_events(incident.id, events)
-            await tx.enqueue(self._jobs_for(incident, events), now=now)
-        await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+            await self.record_change(tx, incident, events, now)
+        else:  # moot: nothing changed, but what the clocks should be may have
+            await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
         return events
 
     def _fired(self, claimed: ClaimedTimer, events: list[Event] | None, now: datetime) -> None:
