@@ -21,11 +21,15 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import logs
 from bot.config import Settings, SettingsError, load_settings
-from bot.domain.policy import PolicyError, load_policy
+from bot.domain.policy import Policy, PolicyError, load_policy
 from bot.toolsettings import ToolConfig, load_tool_settings
+
+if TYPE_CHECKING:
+    from bot.playbooks import PlaybookSet
 
 
 def _settings() -> Settings:
@@ -200,7 +204,6 @@ def policy_check(
 ) -> int:
     """Validate the policy and the playbooks the bot would use (FILE and `--playbooks`
     override POLICY_FILE and PLAYBOOKS_DIR), then print the policy as the bot will act."""
-    from bot.playbooks import PlaybookError, load_playbooks
     from bot.policydocs import describe_policy
 
     settings = _tool_settings(env_file)
@@ -209,16 +212,10 @@ def policy_check(
     path = file or settings.policy_file
     folder = playbooks_dir or settings.playbooks_dir
     source = "--playbooks" if playbooks_dir else "PLAYBOOKS_DIR"
-    try:
-        policy = load_policy(path)
-        if (playbooks_dir or settings.playbooks_dir_set) and not folder.is_dir():
-            # As at start-up: a folder that was named must be there (only the default may not).
-            state = "is not a directory" if folder.exists() else "does not exist"
-            raise PlaybookError([f"{source}: {folder} {state}"])
-        playbooks = load_playbooks(folder, policy=policy)
-    except (PolicyError, PlaybookError) as error:
-        print(error, file=sys.stderr)
+    loaded = _policy_and_playbooks(settings, path, playbooks_dir)
+    if loaded is None:
         return 1
+    policy, playbooks = loaded
     if path is None:
         origin = "built-in policy (POLICY_FILE is not set)"
     else:
@@ -236,6 +233,26 @@ def policy_check(
     if examples:
         print(f"  {examples} with example diagnostics to adapt (examples: true)")
     return 0
+
+
+def _policy_and_playbooks(
+    settings: ToolConfig, path: Path | None, playbooks_dir: Path | None = None
+) -> tuple[Policy, PlaybookSet] | None:
+    """The policy and the playbooks as the bot loads them at start-up (a playbooks folder
+    that was named must exist; only the default may not); None once the problem is said."""
+    from bot.playbooks import PlaybookError, load_playbooks
+
+    folder = playbooks_dir or settings.playbooks_dir
+    source = "--playbooks" if playbooks_dir else "PLAYBOOKS_DIR"
+    try:
+        policy = load_policy(path)
+        if (playbooks_dir or settings.playbooks_dir_set) and not folder.is_dir():
+            state = "is not a directory" if folder.exists() else "does not exist"
+            raise PlaybookError([f"{source}: {folder} {state}"])
+        return policy, load_playbooks(folder, policy=policy)
+    except (PolicyError, PlaybookError) as error:
+        print(error, file=sys.stderr)
+        return None
 
 
 def policy_simulate(
@@ -280,7 +297,6 @@ def alerts_test(
     """Read an alert payload as the endpoints do and print what it would declare under the
     policy the bot reads (or `policy_file`); nothing is sent or stored. `kind` is
     `alertmanager` or `generic` (default: a body with `alerts` is Alertmanager's)."""
-    from bot.playbooks import PlaybookError, load_playbooks
     from bot.service.alerts import dry_run
     from bot.web.alerts import READERS, PayloadError, parse_json
 
@@ -288,12 +304,10 @@ def alerts_test(
     if settings is None:
         return 2
     path = policy_file or settings.policy_file
-    try:
-        policy = load_policy(path)
-        playbooks = load_playbooks(settings.playbooks_dir, policy=policy)
-    except (PolicyError, PlaybookError) as error:
-        print(error, file=sys.stderr)
+    loaded = _policy_and_playbooks(settings, path)
+    if loaded is None:
         return 1
+    policy, playbooks = loaded
     try:
         body = file.read_bytes()
     except OSError as error:

@@ -349,8 +349,21 @@ class PlaybookSet:
 
     def choose(self, *, title: str, services: Sequence[str], severity: str) -> Playbook:
         """The best match, or the generic playbook when nothing matches."""
-        matches = self.match(title=title, services=services, severity=severity)
-        return matches[0].playbook if matches else self.generic
+        return self.pick(title=title, services=services, severity=severity)[0]
+
+    def pick(
+        self, *, title: str, services: Sequence[str], severity: str, named: str | None = None
+    ) -> tuple[Playbook, list[str]]:
+        """The playbook an incident gets, and up to three others that also match (offered
+        beside it): the one `named` (an alert rule's) when there is one by that id, else the
+        best match, else the generic playbook."""
+        matches = [
+            m.playbook for m in self.match(title=title, services=services, severity=severity)
+        ]
+        chosen = self.get(named) if named else None
+        if chosen is None:
+            chosen = matches[0] if matches else self.generic
+        return chosen, [p.id for p in matches if p.id != chosen.id][:3]
 
 
 def _twice(values: Sequence[str]) -> set[str]:

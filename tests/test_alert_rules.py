@@ -268,6 +268,28 @@ def test_alerts_test_prints_what_a_payload_would_do(
     assert "  status: Input should be 'firing' or 'resolved'" in said
 
 
+def test_alerts_test_loads_the_playbooks_as_the_bot_does(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_env: None,
+) -> None:
+    """A rule naming no playbook there is: the dry run shows the one the bot would post (the
+    best match). A PLAYBOOKS_DIR that was named but is not there: refused, as at start-up."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(RULES.replace("payment-processing-down", "no-such-playbook"), "utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PLAYBOOKS_DIR", str(ROOT / "playbooks"))
+    payload = str(FIXTURES / "alertmanager_firing.json")
+    assert main(["alerts", "test", payload, "--policy", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "playbook: no-such-playbook" not in shown
+    assert "playbook: payment-processing-down" in shown
+    monkeypatch.setenv("PLAYBOOKS_DIR", str(tmp_path / "nowhere"))
+    assert main(["alerts", "test", payload, "--policy", str(path)]) == 1
+    assert "PLAYBOOKS_DIR" in capsys.readouterr().err
+
+
 # ---- the README ------------------------------------------------------------------------------
 def _readme_section(title: str) -> str:
     start = README.index(f"\n{title}\n")

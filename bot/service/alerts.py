@@ -275,14 +275,13 @@ def dry_run(group: AlertGroup, policy: Policy, playbooks: PlaybookSet) -> list[s
         lines.append("would declare nothing" + ("" if decisions else ": no alert is firing"))
         return lines
     severity = policy.get(best.severity)
-    playbook = (
-        best.playbook
-        or playbooks.choose(title=best.title, services=best.services, severity=severity.name).id
+    playbook, _ = playbooks.pick(
+        title=best.title, services=best.services, severity=severity.name, named=best.playbook
     )
     targets = ", ".join(severity.declaration_targets) or "nobody (no targets in the policy)"
     lines.append(
         f"would declare {severity.name}: {best.title!r} (services: "
-        f"{', '.join(best.services) or 'none'}; playbook: {playbook}; paging {targets}), "
+        f"{', '.join(best.services) or 'none'}; playbook: {playbook.id}; paging {targets}), "
         "unless an open incident already holds these alerts: then they join it"
     )
     return lines

@@ -529,16 +529,13 @@ class IncidentService:
             tags=tags,
             alert=alert,
         )
-        matches = self.playbooks.match(
-            title=incident.title, services=incident.services, severity=incident.severity
+        chosen, others = self.playbooks.pick(
+            title=incident.title,
+            services=incident.services,
+            severity=incident.severity,
+            named=playbook,
         )
-        chosen = self.playbooks.get(playbook) if playbook else None
-        if chosen is not None:
-            incident.playbook = chosen.id
-            others = [m.playbook.id for m in matches if m.playbook.id != chosen.id][:3]
-        else:
-            incident.playbook = (matches[0].playbook if matches else self.playbooks.generic).id
-            others = [m.playbook.id for m in matches[1:4]]
+        incident.playbook = chosen.id
         record = IncidentRecord(incident, SlackRefs(origin_channel_id=origin_channel_id))
         await tx.add_incident(record)
         await tx.add_events(incident.id, events)
