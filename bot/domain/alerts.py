@@ -27,7 +27,6 @@ from bot.domain.text import strip_controls
 from bot.domain.timeline import SOURCE_NAMES
 
 FIRING, RESOLVED = "firing", "resolved"
-STATUSES = (FIRING, RESOLVED)
 SOURCES = SOURCE_NAMES  # how each source is named to people
 
 # What one request may make the bot read and keep. Beyond these, alerts are counted and not
@@ -168,7 +167,6 @@ class AlertGroup:
     alerts: list[Alert]
     group_key: str | None = None
     truncated: int = 0
-    receiver: str = ""
 
     @property
     def store_key(self) -> str | None:

@@ -89,6 +89,15 @@ def clean_text(text: str, *, what: str, limit: int = TEXT_MAX) -> str:
     return cleaned
 
 
+def _alert_event(
+    kind: EventKind, by: str, alerts: list[dict[str, Any]], firing: int, now: datetime
+) -> list[Event]:
+    if not alerts:
+        return []
+    data = {"alerts": alerts[:ALERTS_LISTED], "count": len(alerts), "firing": firing}
+    return [Event(kind, now, by, data)]
+
+
 @dataclass
 class Incident:
     id: str
@@ -541,20 +550,14 @@ class Incident:
     ) -> list[Event]:
         """Alerts of this incident fired (again, or for the first time in its group):
         `alerts` are their details, `firing` how many of the incident's alerts fire now."""
-        if not alerts:
-            return []
-        data = {"alerts": alerts[:ALERTS_LISTED], "count": len(alerts), "firing": firing}
-        return [Event(EventKind.ALERT_FIRED, now, by, data)]
+        return _alert_event(EventKind.ALERT_FIRED, by, alerts, firing, now)
 
     def alerts_resolved(
         self, *, by: str, alerts: list[dict[str, Any]], firing: int, now: datetime
     ) -> list[Event]:
         """Alerts of this incident stopped firing; `firing` are the ones still firing. The
         incident stays as it is: people decide when it is resolved."""
-        if not alerts:
-            return []
-        data = {"alerts": alerts[:ALERTS_LISTED], "count": len(alerts), "firing": firing}
-        return [Event(EventKind.ALERT_RESOLVED, now, by, data)]
+        return _alert_event(EventKind.ALERT_RESOLVED, by, alerts, firing, now)
 
     def publish(
         self,
@@ -581,21 +584,30 @@ class Incident:
         wanted = " ".join(strip_controls(title).split())[: statuspage.PUBLIC_TITLE_MAX]
         first = not self.public
         self.public_title = wanted or self.public_title or statuspage.default_title(self.components)
-        return [
-            Event(
-                EventKind.PUBLISHED,
-                now,
-                by,
-                {
-                    "title": self.public_title,
-                    "text": body,
-                    "status": statuspage.public_status(self.status),
-                    "components": dict(self.components),
-                    "impact": statuspage.impact_of(self.components),
-                    "first": first,
-                },
-            )
-        ]
+        status = statuspage.public_status(self.status)
+        return [self._published(by, now, body, status, self.components, first=first)]
+
+    def _published(
+        self,
+        by: str,
+        now: datetime,
+        body: str,
+        status: str,
+        affected: dict[str, str],
+        *,
+        first: bool,
+    ) -> Event:
+        """What a publish records: the page's text and state (`affected`: the components
+        whose states give the impact)."""
+        data = {
+            "title": self.public_title,
+            "text": body,
+            "status": status,
+            "components": dict(self.components),
+            "impact": statuspage.impact_of(affected),
+            "first": first,
+        }
+        return Event(EventKind.PUBLISHED, now, by, data)
 
     def resolve(
         self,
@@ -614,23 +626,8 @@ class Incident:
             message = trimmed(public_text) or statuspage.resolution_template(self.components)
             affected = dict(self.components)
             self.components = {name: statuspage.OPERATIONAL for name in affected}
-            events.append(
-                Event(
-                    EventKind.PUBLISHED,
-                    now,
-                    by,
-                    {
-                        "title": self.public_title,
-                        "text": clean_text(
-                            message, what="public message", limit=statuspage.PUBLIC_TEXT_MAX
-                        ),
-                        "status": "resolved",
-                        "components": dict(self.components),
-                        "impact": statuspage.impact_of(affected),
-                        "first": False,
-                    },
-                )
-            )
+            body = clean_text(message, what="public message", limit=statuspage.PUBLIC_TEXT_MAX)
+            events.append(self._published(by, now, body, "resolved", affected, first=False))
         return events
 
     def _resolve(self, *, by: str, summary: str, now: datetime, root_cause: str) -> list[Event]:

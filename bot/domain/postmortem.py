@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from bot.domain.actions import ActionItem
 from bot.domain.incident import EventKind, Incident
 from bot.domain.policy import Policy, human_duration
+from bot.domain.text import joined
 from bot.domain.timeline import TimelineEntry, describe
 
 PLACEHOLDER = "_To be written by the team: {hint}_"
@@ -196,10 +197,6 @@ def _times(count: int) -> str:
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _and(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 # ---- what the timeline proves ----------------------------------------------------------------
@@ -444,7 +441,7 @@ def _update_facts(record: _Record, good: list[str], bad: list[str]) -> None:
         did.append(f"told the announcement channel {_times(told)}")
     sentence = (
         f"{_plural(late, 'status update')} {'was' if late == 1 else 'were'} late: "
-        f"the bot {_and(did)}"
+        f"the bot {joined(did)}"
     )
     if missing:
         sentence += "; no update followed the last reminder" + (
@@ -460,7 +457,7 @@ def _escalation_facts(record: _Record, bad: list[str]) -> None:
         if e.kind == EventKind.ESCALATED and not (e.data.get("manual") and e.actor)
     ]
     if automatic:
-        levels = _and(
+        levels = joined(
             [f"level {e.data.get('level')} of {record.severity_of(e)}" for e in automatic]
         )
         bad.append(
@@ -469,7 +466,7 @@ def _escalation_facts(record: _Record, bad: list[str]) -> None:
         )
     opened = [e for e in record.ordered if e.kind == EventKind.OPEN_ESCALATED]
     if opened:
-        afters = _and([str(e.data.get("after")) for e in opened])
+        afters = joined([str(e.data.get("after")) for e in opened])
         bad.append(
             f"Open long enough for the bot to escalate to management {_times(len(opened))} "
             f"(after {afters})"

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.policy import Policy, human_duration
+from bot.domain.text import joined
 
 OPERATIONAL = "operational"
 DEGRADED = "degraded_performance"
@@ -53,7 +54,6 @@ INDICATOR_TEXT = {
     "critical": "Major System Outage",
 }
 # Public incident statuses (Statuspage's), from the incident's own status.
-PUBLIC_STATUSES = ("investigating", "identified", "monitoring", "resolved")
 _PUBLIC_STATUS = {
     "investigating": "investigating",
     "identified": "identified",
@@ -135,11 +135,7 @@ def affected(components: dict[str, str]) -> list[str]:
 
 
 def _listed(names: list[str]) -> str:
-    if not names:
-        return "some of our services"
-    if len(names) == 1:
-        return names[0]
-    return ", ".join(names[:-1]) + " and " + names[-1]
+    return joined(names) or "some of our services"
 
 
 def default_title(components: dict[str, str]) -> str:

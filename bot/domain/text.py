@@ -13,3 +13,10 @@ def strip_controls(text: str) -> str:
     """Text without control characters (NUL, ESC, BEL…; newlines and tabs kept, CR LF and CR
     read as newlines): they show as nothing in Slack, and PostgreSQL refuses NUL in text."""
     return text.replace("\r\n", "\n").translate(_CONTROLS)
+
+
+def joined(parts: list[str]) -> str:
+    """ "a", "a and b", "a, b and c": a list as a sentence says it (empty: "")."""
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]

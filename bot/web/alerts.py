@@ -191,7 +191,6 @@ def alertmanager_group(data: dict[str, Any]) -> AlertGroup:
         alerts=alerts,
         group_key=payload.groupKey or None,
         truncated=payload.truncatedAlerts + extra,
-        receiver=_text(payload.receiver, 200),
     )
 
 
