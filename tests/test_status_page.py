@@ -383,3 +383,18 @@ async def test_an_open_incident_is_never_crowded_off_the_page(slack: Slack) -> N
         since = slack.clock.now() - timedelta(days=14)
         (shown,) = await tx.public_incidents(since=since, limit=1)
     assert shown.resolved_at is None, "the open one, not the newer resolved one"
+
+
+async def test_the_publish_form_submitted_twice_publishes_once(slack: Slack) -> None:
+    """Slack retries a form submission, or someone clicks twice: one update on the page,
+    one message in the channel."""
+    channel = await declare_with_services(slack)
+    await slack.command("publish", channel=channel.id)
+    answers = {"title": "Card payments failing", "text": "We are on it."}
+    await slack.submit_modal(Modal.PUBLISH, answers)
+    await slack.submit_modal(Modal.PUBLISH, answers)  # the same view again
+    said = [t for t in slack.texts(channel) if "made the incident public" in t]
+    assert len(said) == 1
+    summary = (await fetch(slack, "/status/api/v2/summary.json")).json()
+    (incident,) = summary["incidents"]
+    assert len(incident["incident_updates"]) == 1
