@@ -721,3 +721,39 @@ async def test_two_replicas_receiving_the_same_group_at_once_make_one_incident(
     await slack.settle()
     assert len(await monitoring.incidents()) == 1
     assert len(monitoring.channels()) == 1
+
+
+class FailsOnce:
+    """The store, but the next transaction fails as if the database had gone away."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.failed = store, False
+
+    def transaction(self, *, read_only: bool = False) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionRefusedError("database unreachable")
+        return self.store.transaction(read_only=read_only)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_a_database_away_answers_503_and_alertmanager_s_retry_declares_once(
+    monitoring: Monitoring,
+) -> None:
+    """The database does not answer: 503 with Retry-After and nothing stored, so that
+    Alertmanager sends again; the retry declares the incident, once."""
+    service = monitoring.slack.bot.service
+    real = service.store
+    service.store = FailsOnce(real)
+    try:
+        refused = await monitoring.post(GENERIC, fixture("generic_firing.json"))
+    finally:
+        service.store = real
+    assert refused.status_code == 503, refused.text
+    assert refused.headers.get("Retry-After")
+    assert await monitoring.incidents() == []
+    assert (await monitoring.send(GENERIC, fixture("generic_firing.json")))["status"] == "declared"
+    assert len(await monitoring.incidents()) == 1
+    assert len(monitoring.channels()) == 1

@@ -390,7 +390,7 @@ async def test_the_publish_form_submitted_twice_publishes_once(slack: Slack) -> 
     one message in the channel."""
     channel = await declare_with_services(slack)
     await slack.command("publish", channel=channel.id)
-    answers = {"title": "Card payments failing", "text": "We are on it."}
+    answers: dict[str, object] = {"title": "Card payments failing", "text": "We are on it."}
     await slack.submit_modal(Modal.PUBLISH, answers)
     await slack.submit_modal(Modal.PUBLISH, answers)  # the same view again
     said = [t for t in slack.texts(channel) if "made the incident public" in t]
