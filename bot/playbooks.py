@@ -314,6 +314,7 @@ class PlaybookSet:
         unknown severity word never fits; it does not raise.
         """
         tokens = words(title)
+        present = set(tokens)  # a keyword whose first word is absent cannot match
         service_tokens = [(service, words(service)) for service in services]
         wanted = self._policy.severity(severity)
         found: list[Match] = []
@@ -321,6 +322,8 @@ class PlaybookSet:
             covered: set[int] = set()
             hits: list[str] = []
             for keyword, phrase in entry.keywords:
+                if not phrase or phrase[0] not in present:
+                    continue
                 positions = _positions(phrase, tokens)
                 if positions:
                     covered |= positions

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from sqlalchemy.engine.url import make_url
 
 from bot.clock import Clock, SystemClock
@@ -31,6 +33,7 @@ from bot.integrations.pagerduty import PagerDuty
 from bot.metrics import Metrics
 from bot.playbooks import load_playbooks
 from bot.service.alerts import AlertService
+from bot.service.deadline import give_way
 from bot.service.incidents import IncidentService
 from bot.slack.app import Background, Identity, build_app
 from bot.slack.directory import SlackDirectory
@@ -41,9 +44,18 @@ from bot.store.db import Database
 from bot.store.repository import SqlStore
 from bot.web.alerts import add_alert_routes
 from bot.web.status import add_status_routes
-from bot.worker import Worker
+from bot.worker import GIVE_WAY_SECONDS, Worker
 
 log = logging.getLogger(__name__)
+
+
+class GivingWayClient(AsyncWebClient):
+    """The worker's Web API client: before each call, the Slack requests being answered
+    go first (`deadline.give_way`), for at most `GIVE_WAY_SECONDS`."""
+
+    async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
+        await give_way(GIVE_WAY_SECONDS)
+        return await super().api_call(api_method, **kwargs)
 
 
 def web_client(
@@ -53,6 +65,7 @@ def web_client(
     with_token: bool = True,
     metrics: Metrics | None = None,
     session: aiohttp.ClientSession | None = None,
+    give_way: bool = False,
 ) -> AsyncWebClient:
     """A Web API client on SLACK_API_URL. Inline calls wait out one 429, two 5xx and two
     dropped connections; the worker's client does not, because the worker reschedules the
@@ -60,7 +73,8 @@ def web_client(
     Bolt's client has no token of its own: Bolt sets it per request from `authorize`.
     With `metrics`, every call is counted by method and outcome (Bolt's per-listener
     clients too: they copy this client's handlers). With `session`, calls share its
-    connections (kept alive) instead of opening and closing one each."""
+    connections (kept alive) instead of opening and closing one each. With `give_way`,
+    each call first lets the Slack requests under way be answered (the worker's client)."""
     handlers: list[AsyncRetryHandler] = []
     if metrics is not None:  # first: slack_sdk stops at the first handler that retries
         handlers.append(metrics.slack_meter(settings.slack_api_url))
@@ -73,7 +87,7 @@ def web_client(
     # The worker's client re-sends nothing by itself: a dropped connection may have lost
     # only the answer, and re-sending a post would post twice. The worker retries the job,
     # which first looks for what the lost call did.
-    return AsyncWebClient(
+    return (GivingWayClient if give_way else AsyncWebClient)(
         token=settings.slack_bot_token.get_secret_value() if with_token else None,
         base_url=settings.slack_api_url,
         timeout=15,
@@ -156,7 +170,11 @@ class Runtime:
             log.warning("the policy names email addresses but SMTP_URL is not set: no email")
         executor = SlackExecutor(
             client=web_client(
-                settings, retry_inline=False, metrics=metrics, session=slack_connections
+                settings,
+                retry_inline=False,
+                metrics=metrics,
+                session=slack_connections,
+                give_way=True,
             ),
             store=store,
             policy=policy,

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
-from bot.service.deadline import requests_waiting
+from bot.service.deadline import give_way
 from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
@@ -189,10 +189,7 @@ class Worker:
         answered first (the process has one event loop: every job started meanwhile would
         slow their answers down), for at most `GIVE_WAY_SECONDS`, so that a stream of
         requests never stops the Slack work."""
-        waited = 0.0
-        while requests_waiting() and waited < GIVE_WAY_SECONDS:
-            await asyncio.sleep(0.002)
-            waited += 0.002
+        await give_way(GIVE_WAY_SECONDS)
 
     def _detach(self, job: Job) -> None:
         """Run a job that talks to something other than Slack (PagerDuty, an SMTP server)

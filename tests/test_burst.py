@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
-from bot.service.deadline import within
+from bot.service.deadline import answering, within
 from bot.store.db import Database, WriterQueue
 from bot.store.repository import SqlStore
 from tests.conftest import _postgres_param
@@ -85,7 +88,8 @@ def _no_busy_wait(database: Database) -> None:
 async def test_a_burst_of_declarations_never_waits_on_sqlites_lock(slack: Slack) -> None:
     """Twenty people declaring in the same moment: all twenty are declared, with twenty
     different ids, and none of them met SQLite's write lock held by another (each waited
-    its turn in the process instead, so the busy handler never had to sleep)."""
+    its turn in the process instead, so the busy handler never had to sleep; the writer's
+    own connection has no busy handler at all)."""
     database = slack.bot.database
     _no_busy_wait(database)
     await database.engine.dispose()  # new connections, without the busy handler
@@ -226,15 +230,16 @@ async def test_the_worker_gives_way_to_requests_waiting_on_their_work(slack: Sla
     (the process has one event loop), and when none is under way it does not wait."""
     order: list[str] = []
 
-    async def request_work() -> None:
-        await asyncio.sleep(0.01)
-        order.append("request answered")
+    async def request() -> None:
+        with answering():
+            await asyncio.sleep(0.01)
+            order.append("request answered")
 
-    answering = asyncio.create_task(within(request_work))
+    under_way = asyncio.create_task(request())
     await asyncio.sleep(0)
     await slack.bot.worker.give_way()
     order.append("worker goes on")
-    await answering
+    await under_way
     assert order == ["request answered", "worker goes on"]
     async with asyncio.timeout(0.5):
         await slack.bot.worker.give_way()  # nobody waiting: at once
@@ -250,3 +255,54 @@ async def test_a_write_transaction_inside_another_is_refused_not_a_hang() -> Non
             await queue.acquire(urgent=False)
     queue.release()
     await asyncio.wait_for(queue.acquire(urgent=True), 1)  # free for the next one
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_another_programs_write_lock_never_stops_the_event_loop(slack: Slack) -> None:
+    """SQLite's writes run on the event loop's thread. While another program holds the
+    write lock, a declaration waits for it with asyncio sleeps, not inside SQLite's busy
+    handler: the loop keeps running meanwhile (here, a ticker every 5 ms), and the
+    declaration is made once the lock is let go."""
+    path = make_url(slack.bot.database.url).database
+    assert path
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another program's write lock
+    try:
+        declaring = asyncio.create_task(slack.command("sev3 locked out", settle=False))
+        gaps: list[float] = []
+        last = time.monotonic()
+        for _ in range(40):
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        assert not declaring.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    reply = await asyncio.wait_for(declaring, 5)
+    assert "declared" in (reply.text or ""), reply.text
+    # A loop stuck in the busy handler would show one gap as long as the whole wait.
+    assert max(gaps) < 0.15, max(gaps)
+
+
+async def test_the_workers_slack_calls_wait_while_a_request_is_answered(slack: Slack) -> None:
+    """The worker's Web API client lets a Slack request being answered go first: a call it
+    makes meanwhile leaves once the answer is made (or after `GIVE_WAY_SECONDS`)."""
+    client = slack.bot.executor.client
+    await slack.settle()
+    await asyncio.sleep(0.05)  # the bot's own start-up calls are done
+    before = len(slack.fake.calls_to("auth.test"))
+    with answering():
+        call = asyncio.create_task(client.auth_test())
+        await asyncio.sleep(0.02)
+        assert len(slack.fake.calls_to("auth.test")) == before  # still waiting
+    await asyncio.wait_for(call, 2)
+    assert len(slack.fake.calls_to("auth.test")) == before + 1
+    # With no request under way it does not wait at all.
+    async with asyncio.timeout(0.5):
+        await client.auth_test()
+    started = time.monotonic()
+    with answering():  # an answer that takes long: the worker waits no longer than its bound
+        await asyncio.wait_for(client.auth_test(), 2)
+    assert time.monotonic() - started < 1.0

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
@@ -35,7 +36,8 @@ class _Attempt:
 
 _attempt: ContextVar[_Attempt | None] = ContextVar("deadline_attempt", default=None)
 _abandoned: set[asyncio.Task[object]] = set()
-_waiting = 0  # requests inside `within` now
+_waiting = 0  # Slack requests being answered now (`answering`)
+_quiet: list[asyncio.Future[None]] = []  # background work waiting for them (`give_way`)
 
 
 class TooSlow(DomainError):
@@ -54,9 +56,51 @@ class TooSlow(DomainError):
 
 
 def requests_waiting() -> int:
-    """How many Slack requests of this process wait on their work now (the worker gives
-    way to them: see `Worker.give_way`)."""
+    """How many Slack requests of this process are being answered now (background work
+    gives way to them: `give_way`)."""
     return _waiting
+
+
+@contextmanager
+def answering() -> Iterator[None]:
+    """Around the answer to one Slack request, from its arrival until the answer is made."""
+    global _waiting
+    _waiting += 1
+    try:
+        yield
+    finally:
+        _waiting -= 1
+        if not _waiting:
+            while _quiet:
+                waiter = _quiet.pop()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+async def give_way(seconds: float) -> None:
+    """Background work (the worker's next step) waits here while Slack requests are being
+    answered, for at most `seconds`, so that a stream of requests never stops it.
+
+    The process has one event loop, which runs its ready tasks in turn: with a dozen of
+    the worker's jobs under way, a request would get one turn in a dozen between each of
+    its steps. Returns at once, without yielding, when no request is under way."""
+    if not _waiting:
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    _quiet.append(waiter)
+    timer = loop.call_later(seconds, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if waiter in _quiet:
+            _quiet.remove(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def in_request() -> bool:
@@ -80,15 +124,11 @@ async def within(work: Callable[[], Awaitable[T]], seconds: float = REQUEST_SECO
         return await work()
 
     task = asyncio.ensure_future(run())
-    global _waiting
-    _waiting += 1
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
         task.cancel()
         raise
-    finally:
-        _waiting -= 1
     if task in done:
         return task.result()
     task.cancel()

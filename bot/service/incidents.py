@@ -560,7 +560,8 @@ class IncidentService:
         jobs += self._paging_jobs(incident, events)
         jobs += self._email_jobs(incident, events)
         await tx.enqueue(jobs, now=now)
-        await tx.replan_timers(incident.id, clocks.plan(incident, self.policy, now), now=now)
+        planned = clocks.plan(incident, self.policy, now)
+        await tx.replan_timers(incident.id, planned, now=now, new=True)
         return record, events
 
     # ---- commands on an incident (each one transaction through `_apply`) -----------------

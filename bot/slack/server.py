@@ -25,6 +25,7 @@ from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
+from bot.service.deadline import answering
 from bot.service.ports import Store
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ def build_web_app(
     expected = metrics_token.encode("utf-8") if metrics_token else None
 
     async def slack_events(request: web.Request) -> web.Response:
+        # The worker gives way while this is answered (`deadline.give_way`).
+        with answering():
+            return await answer_slack(request)
+
+    async def answer_slack(request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = (await request.read()).decode("utf-8", errors="replace")
         headers = {k.lower(): v for k, v in request.headers.items()}

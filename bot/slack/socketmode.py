@@ -25,6 +25,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings, SettingsError
+from bot.service.deadline import answering
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,8 @@ class SocketMode:
     ) -> None:
         """Hand an envelope to Bolt and acknowledge it with Bolt's answer."""
         assert self._bolt is not None
-        response = await run_async_bolt_app(self._bolt, request)
+        with answering():  # the worker gives way meanwhile, as for an HTTP request
+            response = await run_async_bolt_app(self._bolt, request)
         if response.status != 200:
             log.info(
                 "Socket Mode: Bolt answered %d; the envelope is not acknowledged", response.status

@@ -19,6 +19,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.service.deadline import commit_starting, in_request
+from bot.store import inline
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ STATEMENT_SECONDS = 15.0
 READ_ONLY = "incident_bot_read_only"
 
 
-def _sqlite_setup(engine: AsyncEngine) -> None:
+def _sqlite_setup(engine: AsyncEngine, *, busy_timeout_ms: int = 10000) -> None:
     """WAL, a busy timeout, foreign keys, and `BEGIN IMMEDIATE` for every writing transaction.
 
     Taking the write lock at BEGIN means a reader never has to upgrade to a writer (which
@@ -52,7 +53,7 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -115,6 +116,30 @@ class WriterQueue:
         return sum(not turn.done() for turn in (*self._urgent, *self._background))
 
 
+# SQLite: how long a write waits for another program's write lock before it fails.
+SQLITE_BUSY_SECONDS = 10.0
+
+
+def create_writer_engine(url: str) -> AsyncEngine | None:
+    """SQLite on a file: the engine of the process's writing transactions, one connection
+    run on the event loop's thread (see `inline`). None for an in-memory database, whose
+    writes stay on the one engine that can see them."""
+    parsed = make_url(url)
+    path = parsed.database or ""
+    if path in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        return None
+    engine = create_async_engine(
+        url,
+        async_creator=inline.creator(path, busy_seconds=SQLITE_BUSY_SECONDS),
+        pool_size=1,
+        max_overflow=0,
+    )
+    # The busy timeout stays 0 there: the wait for another program's lock is an asyncio
+    # sleep in `inline`, never a sleep of the loop's thread.
+    _sqlite_setup(engine, busy_timeout_ms=0)
+    return engine
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -141,8 +166,10 @@ class Database:
         self._engine_kwargs = engine_kwargs
         self.engine = create_engine(url, **engine_kwargs)
         self._liveness: AsyncConnection | None = None
-        # SQLite: the process's writers take turns here (one process per file, see single.py).
+        # SQLite: the process's writers take turns here (one process per file, see single.py),
+        # on a connection of their own that runs on the loop's thread.
         self._writers = WriterQueue() if self.is_sqlite else None
+        self._writer_engine = create_writer_engine(url) if self.is_sqlite else None
 
     def reopen(self) -> Database:
         """A new engine on the same database (as a restarted process would have)."""
@@ -169,14 +196,18 @@ class Database:
             return
         await self._writers.acquire(urgent=in_request())
         try:
-            async with self._transaction(read_only=False) as connection:
+            async with self._transaction(
+                read_only=False, engine=self._writer_engine or self.engine
+            ) as connection:
                 yield connection
         finally:
             self._writers.release()
 
     @asynccontextmanager
-    async def _transaction(self, *, read_only: bool) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as connection:
+    async def _transaction(
+        self, *, read_only: bool, engine: AsyncEngine | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        async with (engine or self.engine).connect() as connection:
             if read_only:
                 await connection.execution_options(**{READ_ONLY: True})
             transaction = await connection.begin()
@@ -260,6 +291,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.release_liveness()
+        if self._writer_engine is not None:
+            await self._writer_engine.dispose()
         await self.engine.dispose()
 
 

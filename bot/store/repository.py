@@ -102,18 +102,38 @@ _REF_FIELDS = [
 ]
 
 
-def _next_number(day: date, *, postgres: bool) -> Any:
-    """The upsert that takes the day's next incident number."""
+def _next_number_statement(*, postgres: bool) -> Any:
+    """The upsert that takes the day's next incident number (`b_day`: YYYYMMDD)."""
     dialect_insert = postgresql.insert if postgres else sqlite.insert
     return (
         dialect_insert(incident_days)
-        .values(day=f"{day:%Y%m%d}", last_seq=1)
+        .values(day=bindparam("b_day", type_=String()), last_seq=1)
         .on_conflict_do_update(
             index_elements=[incident_days.c.day],
             set_={"last_seq": incident_days.c.last_seq + 1},
         )
         .returning(incident_days.c.last_seq)
     )
+
+
+# What a request runs on every declaration and every change, built once: SQLAlchemy then
+# compiles each of them once, instead of building and hashing the expression every time.
+_NEXT_NUMBER = {postgres: _next_number_statement(postgres=postgres) for postgres in (False, True)}
+_ADD_INCIDENT = insert(incidents)
+_SAVE_INCIDENT = update(incidents).where(
+    incidents.c.id == bindparam("b_id", type_=String()),
+    incidents.c.version == bindparam("b_version", type_=Integer()),
+)
+_BY_ID = select(incidents).where(incidents.c.id == bindparam("b_key", type_=String()))
+_BY_CHANNEL = select(incidents).where(incidents.c.channel_id == bindparam("b_key", type_=String()))
+_LOOKUPS = {
+    (column, lock): statement.with_for_update() if lock else statement
+    for column, statement in (("id", _BY_ID), ("channel", _BY_CHANNEL))
+    for lock in (False, True)
+}
+_ADD_EVENTS = insert(timeline)
+_ENQUEUE = insert(slack_jobs)
+_ADD_TIMERS = insert(timers)
 
 
 # Jobs that talk to something other than Slack, each in a lane of its own.
@@ -311,23 +331,30 @@ class _TimerMixin:
         )
         return int(jobs.rowcount or 0) + int(fired.rowcount or 0)
 
-    async def replan_timers(self, incident_id: str, planned: list[Timer], *, now: datetime) -> None:
+    async def replan_timers(
+        self, incident_id: str, planned: list[Timer], *, now: datetime, new: bool = False
+    ) -> None:
         """Make the incident's timers match the plan.
 
         New keys are added; a pending timer whose due time moved is moved; a pending timer
         no longer planned is cancelled unless it is already due (a due timer always fires,
         and `fire` decides whether it still matters); fired timers are never re-armed.
+        `new`: the incident was added in this transaction, so it has no timers yet.
         """
         rows = (
-            await self.c.execute(
-                select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
-                    timers.c.incident_id == incident_id
+            []
+            if new
+            else (
+                await self.c.execute(
+                    select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
+                        timers.c.incident_id == incident_id
+                    )
                 )
-            )
-        ).all()
+            ).all()
+        )
         existing = {row.key: row for row in rows}
         wanted = {timer.key: timer for timer in planned}
-        new = [
+        added = [
             {
                 "incident_id": incident_id,
                 "key": timer.key,
@@ -339,8 +366,8 @@ class _TimerMixin:
             for key, timer in wanted.items()
             if key not in existing
         ]
-        if new:
-            await self.c.execute(insert(timers), new)
+        if added:
+            await self.c.execute(_ADD_TIMERS, added)
         for key, row in existing.items():
             timer = wanted.get(key)
             if timer is not None and row.state in ("pending", "cancelled"):
@@ -458,39 +485,37 @@ class SqlTx(_TimerMixin):
         transactions (PostgreSQL), the store takes the number beforehand instead
         (`SqlStore.take_number`) and this is not called.
         """
-        return int((await self.c.execute(_next_number(day, postgres=self._postgres))).scalar_one())
+        statement = _NEXT_NUMBER[self._postgres]
+        return int((await self.c.execute(statement, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
 
     async def add_incident(self, record: IncidentRecord) -> None:
         incident = record.incident
         _, day, seq = incident.id.split("-")
         values = _values(incident)
         values |= {name: getattr(record.slack, name) for name in _REF_FIELDS}
-        await self.c.execute(
-            insert(incidents).values(id=incident.id, day=day, seq=int(seq), version=1, **values)
-        )
+        values |= {"id": incident.id, "day": day, "seq": int(seq), "version": 1}
+        await self.c.execute(_ADD_INCIDENT, values)
         incident.version = 1
 
-    def _select(self, lock: bool) -> Any:
-        statement = select(incidents)
-        return statement.with_for_update() if lock and self._postgres else statement
+    async def _lookup(self, column: str, key: str, lock: bool) -> IncidentRecord | None:
+        statement = _LOOKUPS[column, lock and self._postgres]
+        row = (await self.c.execute(statement, {"b_key": key})).mappings().first()
+        return _record(row) if row else None
 
     async def get(self, incident_id: str, *, lock: bool = False) -> IncidentRecord | None:
-        statement = self._select(lock).where(incidents.c.id == incident_id.upper())
-        row = (await self.c.execute(statement)).mappings().first()
-        return _record(row) if row else None
+        return await self._lookup("id", incident_id.upper(), lock)
 
     async def by_channel(self, channel_id: str, *, lock: bool = False) -> IncidentRecord | None:
-        statement = self._select(lock).where(incidents.c.channel_id == channel_id)
-        row = (await self.c.execute(statement)).mappings().first()
-        return _record(row) if row else None
+        return await self._lookup("channel", channel_id, lock)
 
     async def save(self, incident: Incident) -> None:
         values = _values(incident)
-        result = await self.c.execute(
-            update(incidents)
-            .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
-            .values(version=incident.version + 1, **values)
-        )
+        values |= {
+            "b_id": incident.id,
+            "b_version": incident.version,
+            "version": incident.version + 1,
+        }
+        result = await self.c.execute(_SAVE_INCIDENT, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(incident.id)
         incident.version += 1
@@ -514,7 +539,7 @@ class SqlTx(_TimerMixin):
         if not events:
             return
         await self.c.execute(
-            insert(timeline),
+            _ADD_EVENTS,
             [
                 {
                     "incident_id": incident_id,
@@ -630,7 +655,7 @@ class SqlTx(_TimerMixin):
         if not jobs:
             return
         await self.c.execute(
-            insert(slack_jobs),
+            _ENQUEUE,
             [
                 {
                     "incident_id": job.incident_id,
@@ -1008,7 +1033,9 @@ class SqlStore:
             return None
         async with self.database.transaction() as connection:
             await connection.execute(text("SET LOCAL synchronous_commit = off"))
-            number = (await connection.execute(_next_number(day, postgres=True))).scalar_one()
+            number = (
+                await connection.execute(_NEXT_NUMBER[True], {"b_day": f"{day:%Y%m%d}"})
+            ).scalar_one()
         return int(number)
 
     async def ping(self) -> bool:

@@ -1,0 +1,183 @@
+"""SQLite's writer connection, run on the event loop's own thread.
+
+aiosqlite runs every statement on a thread of its own and hands the result back through
+the event loop: two thread switches and a loop wake-up per statement, several times what
+SQLite itself spends on a small indexed write. A declaration is about a dozen statements,
+so most of the time a Slack request waited for its answer went to those hand-overs.
+
+The process's write transactions already take turns (`db.WriterQueue`), so they need one
+connection, and each of their statements is short: here they run directly, in the
+calling task, without leaving the thread. This module gives SQLAlchemy's aiosqlite
+dialect that connection through `async_creator`, in the shape it expects of aiosqlite's.
+
+The one wait SQLite itself would block on is another program's write lock (the busy
+handler sleeps inside the call). Here the busy timeout is zero, and a statement that
+finds the database locked is tried again after an asyncio sleep, up to `busy_seconds`:
+the loop keeps serving meanwhile, and a request's deadline can cancel the wait. A
+statement refused as busy did nothing, so trying it again is safe.
+
+Reads stay on aiosqlite's threads (`Database` uses this connection for writing
+transactions only): a read of ten thousand open incidents must not hold the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+# First waits when the database is locked by another program, then the longest one.
+_BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+_LONGEST = 0.1
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+async def _patiently(call: Callable[[], Any], busy_seconds: float) -> Any:
+    """`call()`, tried again after a sleep while another program holds the lock."""
+    give_up = time.monotonic() + busy_seconds
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except sqlite3.OperationalError as error:
+            if not _busy(error) or time.monotonic() >= give_up:
+                raise
+        pause = _BACKOFF[attempt] if attempt < len(_BACKOFF) else _LONGEST
+        attempt += 1
+        await asyncio.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+
+
+class InlineCursor:
+    """A cursor with aiosqlite's awaitable methods, executed in place."""
+
+    def __init__(self, cursor: sqlite3.Cursor, busy_seconds: float) -> None:
+        self._cursor = cursor
+        self._busy_seconds = busy_seconds
+
+    async def __aenter__(self) -> InlineCursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
+        if parameters is None:
+            await _patiently(lambda: self._cursor.execute(sql), self._busy_seconds)
+        else:
+            await _patiently(lambda: self._cursor.execute(sql, parameters), self._busy_seconds)
+        return self
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> InlineCursor:
+        listed = list(rows)  # an iterator could not be read twice if the first try was busy
+        await _patiently(lambda: self._cursor.executemany(sql, listed), self._busy_seconds)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class _RunAtOnce:
+    """What SQLAlchemy's aiosqlite adapter puts on aiosqlite's queue (to set the isolation
+    level) is run at once."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except Exception as error:  # handed to the awaiting adapter, as aiosqlite would
+            if future is not None:
+                future.set_exception(error)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class InlineConnection:
+    """A sqlite3 connection with the part of aiosqlite's `Connection` SQLAlchemy uses."""
+
+    def __init__(self, connection: sqlite3.Connection, busy_seconds: float) -> None:
+        self._conn = connection
+        self._busy_seconds = busy_seconds
+        self._tx = _RunAtOnce()
+
+    @property
+    def _connection(self) -> sqlite3.Connection | None:
+        # SQLAlchemy's adapter commits and rolls back only while this is set.
+        return self._conn
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: Any) -> None:
+        self._conn.isolation_level = value
+
+    def cursor(self) -> InlineCursor:
+        return InlineCursor(self._conn.cursor(), self._busy_seconds)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def commit(self) -> None:
+        await _patiently(self._conn.commit, self._busy_seconds)
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+    async def close(self) -> None:
+        self._conn.close()
+
+    def stop(self) -> None:
+        self._conn.close()
+
+
+def creator(path: str, *, busy_seconds: float) -> Callable[[], Any]:
+    """SQLAlchemy's `async_creator` for the file at `path`."""
+
+    async def connect() -> InlineConnection:
+        # Used on the loop's thread only; closed there too, except when the garbage
+        # collector ends a connection abandoned by a cancelled task.
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA busy_timeout=0")
+        return InlineConnection(connection, busy_seconds)
+
+    return connect
