@@ -308,9 +308,15 @@ class Worker:
                         run_after=now + timedelta(seconds=delay),
                         error=error,
                         spend_attempt=not paced,
+                        # The steps done so far, when a step was left to be saved here.
+                        result=job.result if job.refs else None,
                     )
                 if not held:
                     log.warning("slack job %s was taken over by another worker", job.id)
+                elif job.refs and job.incident_id:
+                    # What it made in Slack, whatever its outcome: before the claim below,
+                    # so the incident's next job finds it.
+                    await tx.set_slack_refs(job.incident_id, **job.refs)
             if claim <= 0:
                 return []
             return await tx.claim_jobs(

@@ -84,6 +84,9 @@ class Job:
     # The incident as the claim found it (read in the claim's transaction, so running the
     # job needs no transaction of its own to know it); None: read it when running.
     incident: IncidentRecord | None = None
+    # The incident's Slack references this run made (its channel, its one message's ts):
+    # saved with the job's outcome, in the transaction that records it, whatever it is.
+    refs: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class Tx(Protocol):
         run_after: datetime,
         error: str,
         spend_attempt: bool = True,
+        result: dict[str, Any] | None = None,
     ) -> bool: ...
     async def fail_job(self, job_id: int, *, worker: str, now: datetime, error: str) -> bool: ...
     async def save_job_result(

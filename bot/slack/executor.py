@@ -143,10 +143,6 @@ class SlackExecutor:
             raise JobFailed(f"incident {job.incident_id} does not exist")
         return record
 
-    async def _save_refs(self, incident_id: str, **refs: str | None) -> None:
-        async with self.store.transaction() as tx:
-            await tx.set_slack_refs(incident_id, **refs)
-
     def _alert(self, record: IncidentRecord, *, announce: bool = False) -> blocks.Message:
         state = snapshot(record.incident, self.policy)
         return blocks.alert(
@@ -171,7 +167,7 @@ class SlackExecutor:
                     adopted = await self._adoptable(name, record)
                     if adopted is not None:
                         log.warning("%s: adopted #%s, created by an earlier run", incident.id, name)
-                        await self._save_refs(incident.id, channel_id=adopted, channel_name=name)
+                        job.refs.update(channel_id=adopted, channel_name=name)
                         return {"channel": adopted, "name": name, "adopted": True}
                     continue
                 failure = classify(exc)
@@ -179,9 +175,10 @@ class SlackExecutor:
                     await self._tell_declarer_failed(job, record, str(failure))
                 raise failure from exc
             channel = response["channel"]
-            await self._save_refs(
-                incident.id, channel_id=channel["id"], channel_name=channel["name"]
-            )
+            # Saved with the job's outcome; the incident's next Slack jobs are claimed in
+            # that same transaction, after it. If this process dies first, the next run
+            # finds the name taken and adopts the channel.
+            job.refs.update(channel_id=channel["id"], channel_name=channel["name"])
             return {"channel": channel["id"], "name": channel["name"]}
         raise JobFailed("no free channel name after 50 suffixes")
 
@@ -255,19 +252,25 @@ class SlackExecutor:
     ) -> str:
         """Post unless an earlier run of this job already did (found by its metadata); in
         the thread of `thread_ts` when given, also shown in the channel with `broadcast`.
+
         `ts_ref` names the incident's Slack reference that keeps the message's ts (with
-        `refs`, others to keep with it): saved in the transaction that saves the step."""
+        `refs`, others to keep with it). Such a job posts this one message: the step and
+        the references are saved with the job's outcome (`Job.refs`), in the transaction
+        that records it. Any other step is saved at once, before the job goes on. Either
+        way a run that dies before saving is followed by one that looks first."""
         keep = dict(refs or {})
         if ts_ref is not None:
             keep[ts_ref] = None
         done = job.result.get(step)
-        if isinstance(done, str):  # saved with its references, in one transaction
+        if isinstance(done, str):  # posted by an earlier run, which saved the step
+            if ts_ref is not None:
+                job.refs.update(keep | {ts_ref: done})  # again: it costs nothing to repeat
             return done
         if job.attempts > 1:
             found = await self._find_posted(channel, job.id, step, thread_ts=thread_ts)
             if found:
-                if keep and ts_ref is not None:
-                    await self._save_refs(str(job.incident_id), **(keep | {ts_ref: found}))
+                if ts_ref is not None:
+                    job.refs.update(keep | {ts_ref: found})
                 return found
         threading: dict[str, Any] = {}
         if thread_ts:
@@ -286,11 +289,10 @@ class SlackExecutor:
         )
         ts = str(response["ts"])
         job.result[step] = ts
-        async with self.store.transaction() as tx:
-            if not await tx.save_job_result(job.id, dict(job.result), worker=job.worker):
-                raise JobRetry("another worker took this job over; it carries on")
-            if keep and ts_ref is not None:
-                await tx.set_slack_refs(str(job.incident_id), **(keep | {ts_ref: ts}))
+        if ts_ref is not None:
+            job.refs.update(keep | {ts_ref: ts})
+            return ts
+        await self._save_result(job)
         return ts
 
     async def _find_posted(
@@ -759,8 +761,10 @@ class SlackExecutor:
                 title=f"Post-mortem draft: {record.incident.id}",
                 comment=comment,
             )
+        job.result.clear()
+        job.result["file"] = file_id
         async with self.store.transaction() as tx:
-            await tx.save_job_result(job.id, {"file": file_id}, worker=job.worker)
+            await tx.save_job_result(job.id, dict(job.result), worker=job.worker)
         return {"file": file_id, "bytes": len(content)}
 
     async def _upload(
@@ -772,8 +776,10 @@ class SlackExecutor:
             filename=filename, length=len(content)
         )
         file_id = str(ticket["file_id"])
+        job.result.clear()  # what is saved is what the job holds
+        job.result["uploading"] = file_id
         async with self.store.transaction() as tx:
-            await tx.save_job_result(job.id, {"uploading": file_id}, worker=job.worker)
+            await tx.save_job_result(job.id, dict(job.result), worker=job.worker)
         timeout = aiohttp.ClientTimeout(total=30)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,

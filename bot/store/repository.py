@@ -734,13 +734,17 @@ class SqlTx(_TimerMixin):
         run_after: datetime,
         error: str,
         spend_attempt: bool = True,
+        result: dict[str, Any] | None = None,
     ) -> bool:
+        """Back to pending until `run_after`; `result`: the steps done so far, kept."""
         values: dict[str, Any] = {
             "state": JobState.PENDING,
             "run_after": run_after,
             "last_error": error[:2000],
             "locked_until": None,
         }
+        if result is not None:
+            values["result"] = result
         if not spend_attempt:  # a rate limit is Slack pacing us, not the job failing
             values["attempts"] = slack_jobs.c.attempts - 1
         outcome = await self.c.execute(
