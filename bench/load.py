@@ -434,9 +434,14 @@ class Backlog:
     database: str
     declarations: int
     jobs: int  # Slack jobs pending when Slack answered again
-    drain_s: float  # from Slack answering again to the last of the alerts posted
+    alone_s: float  # from Slack answering again to the last of the alerts, nothing else sent
+    drain_s: float  # the same, while notes were sent one after another
     bot: Figures  # `/incident note` answered while the worker drained
     floor: Figures
+
+    @property
+    def per_second_alone(self) -> float:
+        return self.declarations / self.alone_s if self.alone_s > 0 else 0.0
 
     @property
     def per_second(self) -> float:
@@ -616,8 +621,29 @@ class BotRun:
 
     async def backlog(self, declarations: int, notes: int) -> Backlog:
         """Hold the stand-in's answers while `declarations` are made (their Slack work
-        piles up), let go, and time the drain to the last alert; meanwhile send `notes`
-        one at a time and time their answers. The floor gets the same notes first."""
+        piles up), let go, and time the drain to the last alert: first with nothing else
+        sent (the worker's throughput), then again while `notes` are sent one after
+        another and their answers timed. The floor gets the same notes first."""
+        jobs, alone_s, _ = await self._pile_up_and_drain(declarations, [])
+        during = await self.notes(notes)
+        acks_only = [Request(r.content_type, r.body, "") for r in during]
+        _, floor_ms, floor_errors = await self.gen.run(self.floor_events, acks_only, in_flight=1)
+        _, drain_s, answered = await self._pile_up_and_drain(declarations, during)
+        return Backlog(
+            self.database,
+            declarations,
+            jobs,
+            alone_s,
+            drain_s,
+            answered,
+            Figures(floor_ms, [e for e in floor_errors if e]),
+        )
+
+    async def _pile_up_and_drain(
+        self, declarations: int, during: list[Request]
+    ) -> tuple[int, float, Figures]:
+        """(jobs pending when the stand-in answers again, seconds to the last alert, the
+        answers to `during`, sent one at a time from then, those sent before the end)."""
         await drain(self.http, self.base)
         first = 100_000 + self.declared
         self.declared += declarations
@@ -627,9 +653,6 @@ class BotRun:
             )
             for i in range(declarations)
         ]
-        during = await self.notes(notes)
-        acks_only = [Request(r.content_type, r.body, "") for r in during]
-        _, floor_ms, floor_errors = await self.gen.run(self.floor_events, acks_only, in_flight=1)
         self.fake.hold()
         try:
             _, _, errors = await self.gen.run(self.events, requests, in_flight=20)
@@ -654,14 +677,7 @@ class BotRun:
             f"declaration {i} not live after 120 s" for i in wanted if i not in self.clock.live
         ]
         await drain(self.http, self.base)
-        return Backlog(
-            self.database,
-            declarations,
-            jobs,
-            drained,
-            Figures([m for m, _ in kept] or [0.0], problems),
-            Figures(floor_ms, [e for e in floor_errors if e]),
-        )
+        return jobs, drained, Figures([m for m, _ in kept] or [0.0], problems)
 
     async def declaration_to_live(self, rate: float, seconds: float) -> Live:
         await drain(self.http, self.base)
@@ -899,17 +915,19 @@ def render(report: Report) -> str:
         out += [
             "",
             "Draining a backlog: the stand-in held its answers while declarations were made, "
-            "then answered again. Drained: from then to the last declaration's alert posted. "
-            "Meanwhile `/incident note …` was sent one at a time (milliseconds; the floor got "
-            "the same notes).",
+            "then answered again. Drained: from then to the last declaration's alert posted; "
+            "first alone, then again while `/incident note …` was sent one after another "
+            "(the notes' answers in milliseconds; the floor got the same notes).",
             "",
-            "| database | declarations | jobs pending | drained in (s) | declarations/s "
+            "| database | declarations | jobs pending | alone: drained in (s) | declarations/s "
+            "| with notes: drained in (s) | declarations/s "
             "| notes | p50 | p99 | max | errors | floor p50 | floor p99 | p99 × floor |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for b in report.backlogs:
             out.append(
-                f"| {b.database} | {b.declarations} | {b.jobs} | {b.drain_s:.2f} | "
+                f"| {b.database} | {b.declarations} | {b.jobs} | {b.alone_s:.2f} | "
+                f"{b.per_second_alone:.0f} | {b.drain_s:.2f} | "
                 f"{b.per_second:.0f} | {len(b.bot.ms)} | {b.bot.p50:.1f} | {b.bot.p99:.1f} | "
                 f"{max(b.bot.ms):.1f} | {len(b.bot.errors)} | {b.floor.p50:.1f} | "
                 f"{b.floor.p99:.1f} | ×{b.bot.p99 / b.floor.p99:.1f} |"
@@ -960,7 +978,7 @@ def main() -> None:
         "--backlog-declarations",
         type=int,
         default=None,
-        help="declarations made while Slack is held (default 120: about 1,000 jobs)",
+        help="declarations made while Slack is held (default 170: about 1,000 jobs)",
     )
     parser.add_argument(
         "--backlog-notes", type=int, default=300, help="notes sent while the backlog drains"
@@ -985,7 +1003,7 @@ def main() -> None:
     if options.live_seconds is None:
         options.live_seconds = 3.0 if options.quick else 10.0
     if options.backlog_declarations is None:
-        options.backlog_declarations = 30 if options.quick else 120
+        options.backlog_declarations = 30 if options.quick else 170
     STARTED[0] = time.monotonic()
     try:
         report = asyncio.run(measure(options))

@@ -817,7 +817,8 @@ class SlackExecutor:
             text = texts.channel_ready(record.incident.id, await self._channel(record))
         else:
             text = str(job.payload.get("text", ""))
-        webhook = AsyncWebhookClient(url=url, timeout=10)
+        # On the worker's kept-alive connections, like its Web API calls.
+        webhook = AsyncWebhookClient(url=url, timeout=10, session=self.client.session)
         response = await webhook.send(text=text, response_type="ephemeral", replace_original=False)
         if response.status_code == 429 or response.status_code >= 500:
             raise JobRetry(f"response_url answered {response.status_code}")
