@@ -44,17 +44,17 @@ from bot.store.db import Database
 from bot.store.repository import SqlStore
 from bot.web.alerts import add_alert_routes
 from bot.web.status import add_status_routes
-from bot.worker import GIVE_WAY_SECONDS, Worker
+from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
 class GivingWayClient(AsyncWebClient):
     """The worker's Web API client: before each call, the Slack requests being answered
-    go first (`deadline.give_way`), for at most `GIVE_WAY_SECONDS`."""
+    go first (`deadline.give_way`, 50 ms at most)."""
 
     async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
-        await give_way(GIVE_WAY_SECONDS)
+        await give_way()
         return await super().api_call(api_method, **kwargs)
 
 
@@ -205,7 +205,7 @@ class Runtime:
         )
         worker.timers = service
         executor.service = service
-        background = Background()
+        background = Background(session=slack_connections)
         bolt = build_app(
             service=service,
             client=web_client(settings, retry_inline=True, with_token=False, metrics=metrics),

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
-from bot.service.deadline import give_way
+from bot.service.deadline import GIVE_WAY_SECONDS, give_way
 from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ REFILL_SECONDS = 0.25
 TIMER_BATCH = 50
 TIMER_ROUND_SECONDS = 0.5
 # How long the worker waits for Slack requests under way before starting more jobs.
-GIVE_WAY_SECONDS = 0.05
 
 
 def backoff(attempts: int) -> float:

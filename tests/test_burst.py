@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from bot.service.deadline import answering, within
+from bot.slack.app import Background
 from bot.store.db import Database, WriterQueue
 from bot.store.repository import SqlStore
 from tests.conftest import _postgres_param
@@ -306,3 +307,20 @@ async def test_the_workers_slack_calls_wait_while_a_request_is_answered(slack: S
     with answering():  # an answer that takes long: the worker waits no longer than its bound
         await asyncio.wait_for(client.auth_test(), 2)
     assert time.monotonic() - started < 1.0
+
+
+async def test_follow_ups_wait_while_a_request_is_answered() -> None:
+    """A follow-up message (a button's confirmation) is background work: spawned while a
+    Slack request is being answered, it starts once the answer is made."""
+    background = Background()
+    sent: list[str] = []
+
+    async def follow_up() -> None:
+        sent.append("follow-up")
+
+    with answering():
+        background.spawn(follow_up(), what="test")
+        await asyncio.sleep(0.02)
+        assert sent == []  # still waiting for the answer
+    await asyncio.wait_for(background.wait(), 1)
+    assert sent == ["follow-up"]

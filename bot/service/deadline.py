@@ -27,6 +27,9 @@ T = TypeVar("T")
 # How long a Slack request may spend on the database (and the directory) before it is
 # answered with "try again": well inside Slack's 3 s, with room for Bolt and the network.
 REQUEST_SECONDS = 2.0
+# The longest background work (the worker's next step, a follow-up message) waits for the
+# Slack requests being answered before it goes on anyway (`give_way`).
+GIVE_WAY_SECONDS = 0.05
 
 
 @dataclass
@@ -77,7 +80,7 @@ def answering() -> Iterator[None]:
                     waiter.set_result(None)
 
 
-async def give_way(seconds: float) -> None:
+async def give_way(seconds: float = GIVE_WAY_SECONDS) -> None:
     """Background work (the worker's next step) waits here while Slack requests are being
     answered, for at most `seconds`, so that a stream of requests never stops it.
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.response import BoltResponse
@@ -30,7 +31,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain import statuspage
 from bot.domain.errors import AlreadyDone, DomainError
-from bot.service.deadline import within
+from bot.service.deadline import give_way, within
 from bot.service.incidents import IncidentService, Outcome, Where, snapshot
 from bot.slack import blocks, commands, lists, texts
 from bot.slack.blocks import Action, Modal
@@ -89,14 +90,20 @@ def _bolt_logger() -> logging.Logger:
 
 
 class Background:
-    """Tasks that run after the acknowledgement; failures are logged, never lost silently."""
+    """Tasks that run after the acknowledgement; failures are logged, never lost silently.
 
-    def __init__(self) -> None:
+    They start once the Slack requests being answered are (`deadline.give_way`, 50 ms at
+    most): in a burst, answering goes first. `session`: kept-alive
+    connections for their response_url posts."""
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self.session = session
 
     def spawn(self, work: Coroutine[Any, Any, Any], *, what: str) -> None:
         async def run() -> None:
             try:
+                await give_way()
                 await work
             except Exception:
                 log.exception("background work failed: %s", what)
@@ -117,15 +124,18 @@ class Background:
         await asyncio.wait_for(self.wait(), timeout=10)
 
 
-async def send_reply(respond: AsyncRespond, **message: Any) -> None:
+async def send_reply(
+    respond: AsyncRespond, *, session: aiohttp.ClientSession | None = None, **message: Any
+) -> None:
     """A follow-up to the user through the request's response_url, waiting out 429s
     (Retry-After, by slack_sdk's handler) and 5xx (here: the webhook client consults its
-    retry handlers only for 429s and connection errors)."""
+    retry handlers only for 429s and connection errors); on `session`'s connections."""
     if not respond.response_url:
         return
     webhook = AsyncWebhookClient(
         url=respond.response_url,
         timeout=10,
+        session=session,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -253,7 +263,13 @@ def build_app(
 
     def follow_up(respond: AsyncRespond, text: str, *, what: str) -> None:
         background.spawn(
-            send_reply(respond, text=text, response_type="ephemeral", replace_original=False),
+            send_reply(
+                respond,
+                session=background.session,
+                text=text,
+                response_type="ephemeral",
+                replace_original=False,
+            ),
             what=what,
         )
 
@@ -310,7 +326,9 @@ def build_app(
                     result = await slow()
                 except DomainError as error:
                     result = commands.Reply(texts.escape_error(str(error)))
-                await send_reply(respond, **result.body(), replace_original=True)
+                await send_reply(
+                    respond, session=background.session, **result.body(), replace_original=True
+                )
 
             background.spawn(finish(), what="/incident follow-up")
 
