@@ -178,16 +178,17 @@ class Worker:
         fired = 0
         started = time.monotonic()
         while True:
+            await self.give_way()
             batch = await self.timers.fire_due_timers(worker=self.name, limit=TIMER_BATCH)
             fired += batch
             if batch < TIMER_BATCH or time.monotonic() - started > TIMER_ROUND_SECONDS:
                 return fired
 
     async def give_way(self) -> None:
-        """Before starting more jobs, let the Slack requests waiting on their work now be
-        answered first (the process has one event loop: every job started meanwhile would
-        slow their answers down), for at most `GIVE_WAY_SECONDS`, so that a stream of
-        requests never stops the Slack work."""
+        """Before each step (a batch of timers, a claim, a job; each Web API call gives way
+        too), let the Slack requests being answered now go first (the process has one
+        event loop: every step taken meanwhile would slow their answers down), for at
+        most `GIVE_WAY_SECONDS`, so that a stream of requests never stops the work."""
         await give_way(GIVE_WAY_SECONDS)
 
     def _detach(self, job: Job) -> None:
@@ -257,6 +258,7 @@ class Worker:
         if job.incident_id:
             logs.concerning(job.incident_id)  # this job runs in its own task
         try:
+            await self.give_way()  # a request that came meanwhile is answered first
             result = await self.run_job(job)
         except JobRetry as retry:
             return job, "retry", (str(retry), retry.after, retry.paced)

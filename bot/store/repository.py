@@ -134,6 +134,14 @@ _LOOKUPS = {
 _ADD_EVENTS = insert(timeline)
 _ENQUEUE = insert(slack_jobs)
 _ADD_TIMERS = insert(timers)
+_MOVE_TIMER = (
+    update(timers).where(timers.c.id == bindparam("b_id", type_=Integer())).values(state="pending")
+)
+_CANCEL_TIMERS = (
+    update(timers)
+    .where(timers.c.id.in_(bindparam("b_ids", type_=Integer(), expanding=True)))
+    .values(state="cancelled")
+)
 
 
 # Jobs that talk to something other than Slack, each in a lane of its own.
@@ -368,19 +376,20 @@ class _TimerMixin:
         ]
         if added:
             await self.c.execute(_ADD_TIMERS, added)
+        moved: list[dict[str, Any]] = []
+        cancelled: list[int] = []
         for key, row in existing.items():
             timer = wanted.get(key)
             if timer is not None and row.state in ("pending", "cancelled"):
                 if row.state == "cancelled" or row.due_at != timer.due:
-                    await self.c.execute(
-                        update(timers)
-                        .where(timers.c.id == row.id)
-                        .values(state="pending", due_at=timer.due, data=timer.data)
-                    )
+                    moved.append({"b_id": row.id, "due_at": timer.due, "data": timer.data})
             elif timer is None and row.state == "pending" and row.due_at > now:
-                await self.c.execute(
-                    update(timers).where(timers.c.id == row.id).values(state="cancelled")
-                )
+                cancelled.append(row.id)
+        # One statement each, however many timers (an acknowledgement cancels a chain).
+        if moved:
+            await self.c.execute(_MOVE_TIMER, moved)
+        if cancelled:
+            await self.c.execute(_CANCEL_TIMERS, {"b_ids": cancelled})
 
     async def claim_timers(
         self, *, now: datetime, worker: str, limit: int, lease_seconds: int
