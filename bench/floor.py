@@ -40,6 +40,9 @@ class _NoStore:
     async def take_number(self, day: Any) -> int | None:
         raise NotImplementedError
 
+    def declaring(self, day: Any) -> Any:
+        raise NotImplementedError
+
 
 async def _no_metrics() -> str:
     return ""

@@ -176,8 +176,8 @@ class SlowFirstDeclaration:
         self.go_on = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Any]:
-        async with self.store.transaction(read_only=read_only) as tx:
+    async def declaring(self, day: date) -> AsyncIterator[Any]:
+        async with self.store.declaring(day) as (number, tx):
             if not self.inside.is_set():
                 real = tx.add_incident
 
@@ -187,7 +187,7 @@ class SlowFirstDeclaration:
                     await real(record)
 
                 tx.add_incident = add_incident
-            yield tx
+            yield number, tx
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -324,3 +324,22 @@ async def test_follow_ups_wait_while_a_request_is_answered() -> None:
         assert sent == []  # still waiting for the answer
     await asyncio.wait_for(background.wait(), 1)
     assert sent == ["follow-up"]
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_a_declaration_takes_one_connection_from_the_pool(slack: Slack) -> None:
+    """PostgreSQL: the day's number and the declaration are two transactions on one
+    connection: one checkout (and one liveness ping) per declaration, not two."""
+    database = slack.bot.database
+    checkouts: list[int] = []
+
+    @event.listens_for(database.engine.sync_engine, "checkout")
+    def _checkout(*_: Any) -> None:
+        checkouts.append(1)
+
+    try:
+        outcome = await slack.bot.service.declare(severity="sev3", title="one", by="U0ALICE")
+    finally:
+        event.remove(database.engine.sync_engine, "checkout", _checkout)
+    assert outcome.record.incident.id.endswith("-001")
+    assert len(checkouts) == 1

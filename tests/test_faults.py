@@ -193,6 +193,13 @@ class FlakyStore:
             raise ConnectionRefusedError("database unreachable")
         return await self.store.take_number(day)
 
+    @asynccontextmanager
+    async def declaring(self, day: date) -> AsyncIterator[Any]:
+        if self.down:
+            raise ConnectionRefusedError("database unreachable")
+        async with self.store.declaring(day) as taken:
+            yield taken
+
     async def ping(self) -> bool:
         return not self.down and await self.store.ping()
 

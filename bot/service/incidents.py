@@ -470,8 +470,7 @@ class IncidentService:
         submission of the same form declare nothing more."""
         level = self.severity(severity)
         now = self.clock.now()
-        taken = await self.store.take_number(now.date())
-        async with self.store.transaction() as tx:
+        async with self.store.declaring(now.date()) as (taken, tx):
             await _once(tx, once, now)
             record, events = await self.open_in(
                 tx,
@@ -515,7 +514,7 @@ class IncidentService:
         invitations, pages, alert, playbook, announcement, PagerDuty) and its clocks. Used by
         `declare` and by the alert intake, so an alert-declared incident pages exactly like
         a declared one. `playbook` names the playbook to post (default: the best match).
-        `number`: the day's number taken beforehand (`Store.take_number`), if it was."""
+        `number`: the day's number taken beforehand (`Store.declaring`), if it was."""
         seq = number if number is not None else await tx.next_sequence(now.date())
         incident, events = Incident.declare(
             incident_id=incident_id(now.date(), seq),

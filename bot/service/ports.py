@@ -219,6 +219,11 @@ class Store(Protocol):
         None when the declaration should take it inside its own (`Tx.next_sequence`)."""
         ...
 
+    def declaring(self, day: date) -> AbstractAsyncContextManager[tuple[int | None, Tx]]:
+        """A declaration's unit of work: (`take_number(day)`, a write transaction), the
+        number taken on the transaction's own connection just before it begins."""
+        ...
+
     async def ping(self) -> bool: ...
 
 

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +22,7 @@ from bot.service.deadline import commit_starting, in_request
 from bot.store import inline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Held while migrating so that several replicas starting at once do not race (PostgreSQL).
@@ -213,6 +214,29 @@ class Database:
             transaction = await connection.begin()
             try:
                 yield connection
+            except BaseException:
+                await transaction.rollback()
+                raise
+            commit_starting()
+            await transaction.commit()
+
+    @asynccontextmanager
+    async def transaction_after(
+        self, first: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> AsyncIterator[tuple[T, AsyncConnection]]:
+        """`first(connection)` in a short transaction of its own, committed; then a write
+        transaction on the same connection, as `transaction()` gives (PostgreSQL: one
+        checkout from the pool for both). Yields `first`'s result and the connection.
+        Until the second commit starts, a request's deadline still says nothing was done:
+        what `first` committed is not the change the request asked for."""
+        if self._writers is not None:
+            raise RuntimeError("SQLite takes the day's number inside the declaration")
+        async with self.engine.connect() as connection:
+            async with connection.begin():
+                value = await first(connection)
+            transaction = await connection.begin()
+            try:
+                yield value, connection
             except BaseException:
                 await transaction.rollback()
                 raise
