@@ -4,8 +4,15 @@ a short alert without placeholders, updates shaped like the update template."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+
+import pytest
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.basic_objects import JsonObject
+from slack_sdk.models.blocks import HeaderBlock, SectionBlock
 
 from bot.devtools.fakeslack import Channel, Message
+from bot.slack import blocks
 from bot.slack.blocks import Modal
 from tests.harness import BOB, Slack, message_text
 
@@ -136,3 +143,39 @@ async def test_playbook_commands_show_as_written(slack: Slack) -> None:
     )
     assert "<" not in section.replace("&lt;", ""), "every < is escaped"
     assert "examples from the runbook" in section
+
+
+async def test_every_message_is_the_json_slack_sdk_would_make(
+    slack: Slack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`blocks.plain` turns Block Kit models into JSON without slack_sdk's per-object
+    lookup of validators: over a whole incident (alert, checklist, announcement, pages,
+    updates, a raise, the resolution and the post-mortem notice), every block is the dict
+    slack_sdk's `to_dict()` makes."""
+    compared: list[str] = []
+    real = blocks.plain
+
+    def checked(value: Any) -> Any:
+        made = real(value)
+        if isinstance(value, JsonObject):
+            assert made == value.to_dict()
+            compared.append(type(value).__name__)
+        return made
+
+    monkeypatch.setattr(blocks, "plain", checked)
+    await journey(slack)
+    kinds = set(compared)
+    assert len(compared) > 50
+    assert {"SectionBlock", "ActionsBlock", "ContextBlock", "HeaderBlock"} <= kinds
+
+
+def test_a_broken_limit_is_refused_as_slack_sdk_refuses_it() -> None:
+    """The same checks run: a header over Slack's 150 characters is refused."""
+    header = HeaderBlock(text="x" * 151)
+    with pytest.raises(SlackObjectFormationError):
+        header.to_dict()
+    with pytest.raises(SlackObjectFormationError):
+        blocks.plain(header)
+    # And an empty list is left out, as slack_sdk leaves it out.
+    section = SectionBlock(text="hello", fields=[])
+    assert blocks.plain(section) == section.to_dict()
