@@ -17,13 +17,14 @@ from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from bot.service.deadline import answering, within
 from bot.slack.app import Background
+from bot.store import db as db_module
 from bot.store.db import Database, WriterQueue
-from bot.store.repository import SqlStore
+from bot.store.repository import SqlStore, _take_number
 from tests.conftest import _postgres_param
 from tests.harness import Slack
 
@@ -343,3 +344,43 @@ async def test_a_declaration_takes_one_connection_from_the_pool(slack: Slack) ->
         event.remove(database.engine.sync_engine, "checkout", _checkout)
     assert outcome.record.incident.id.endswith("-001")
     assert len(checkouts) == 1
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_the_numbers_commit_alone_does_not_wait_for_the_disk(database: Database) -> None:
+    """PostgreSQL: the transaction that takes the day's number commits without waiting for
+    the disk (safe: see `SqlStore.take_number`); the declaration's own, on the same
+    connection right after, waits for it as every other commit does."""
+    store = SqlStore(database)
+    seen: list[str] = []
+    async with store.declaring(date(2026, 11, 23)) as (number, tx):
+        seen.append((await tx.c.execute(text("SHOW synchronous_commit"))).scalar_one())
+    assert number == 1
+    async with database.transaction() as connection:
+        probe = await _take_number(connection, date(2026, 11, 23))
+        seen.append((await connection.execute(text("SHOW synchronous_commit"))).scalar_one())
+    assert probe == 2
+    assert seen == ["on", "off"]
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_a_pooled_connection_the_database_dropped_is_replaced_not_failed(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a connection in use a moment ago is handed out without a check (a round
+    trip saved on every transaction); one idle for a while is checked first, so a
+    connection the server dropped meanwhile (a restart, a failover) is replaced and the
+    transaction works."""
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.05)
+    async with database.transaction() as connection:
+        pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    admin = Database(database.url)
+    try:
+        async with admin.transaction() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await admin.dispose()
+    await asyncio.sleep(0.1)
+    async with database.transaction() as connection:
+        again = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert again != pid  # a new connection, and no error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.service.deadline import commit_starting, in_request
@@ -149,14 +151,44 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
     # A database that stops answering (frozen, or the network gone) must not hold a
     # request or the worker forever: connecting and each statement have a bound. A Slack
     # request has its own, shorter deadline (bot.service.deadline).
     connect_args = kwargs.setdefault("connect_args", {})
     connect_args.setdefault("timeout", CONNECT_SECONDS)
     connect_args.setdefault("command_timeout", STATEMENT_SECONDS)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+# PostgreSQL: a pooled connection unused for longer than this is checked before it is
+# handed out; one in use a moment ago is not (a round trip saved on every transaction).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only when it has been idle a while: one that a
+    restarted database (or a network that dropped it) left behind is replaced instead of
+    failing a request. A connection that fails in use anyway (the database went away in
+    the last second) invalidates the pool's older connections, so the next ones are new;
+    the work it was for is retried (the worker) or answered "try again" (a request)."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:  # the pool replaces it with a new connection
+            raise DisconnectionError("a pooled connection did not answer") from error
 
 
 class Database:

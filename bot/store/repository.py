@@ -1019,12 +1019,22 @@ class SqlTx(_TimerMixin):
         ]
 
 
+# PostgreSQL: the day's next number, and (`set_config(…, true)`, i.e. SET LOCAL) a commit
+# that does not wait for the disk, in one statement: one round trip instead of two.
+_TAKE_NUMBER = text(
+    """
+    INSERT INTO incident_days (day, last_seq)
+    SELECT :b_day, 1 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local
+    ON CONFLICT (day) DO UPDATE SET last_seq = incident_days.last_seq + 1
+    RETURNING last_seq
+    """
+)
+
+
 async def _take_number(connection: AsyncConnection, day: date) -> int:
     """PostgreSQL: the day's next number, in the connection's transaction under way, whose
     commit then does not wait for the disk (see `SqlStore.take_number`)."""
-    await connection.execute(text("SET LOCAL synchronous_commit = off"))
-    statement = _NEXT_NUMBER[True]
-    return int((await connection.execute(statement, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
+    return int((await connection.execute(_TAKE_NUMBER, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
 
 
 class SqlStore:
