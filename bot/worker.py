@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
-from bot.service.deadline import GIVE_WAY_SECONDS, give_way
+from bot.service.deadline import GIVE_WAY_SECONDS, answering_lately, give_way
 from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ ONCE_KEEP = timedelta(days=7)
 HOUSEKEEPING_SECONDS = 3600.0
 # How long a round keeps claiming jobs as slots free up before due timers are looked at.
 REFILL_SECONDS = 0.25
+# A request answered this recently means more may follow (`Worker._slots`).
+BUSY_SECONDS = 0.2
 # Due timers are claimed this many at a time, batch after batch for up to this long.
 TIMER_BATCH = 50
 TIMER_ROUND_SECONDS = 0.5
@@ -126,7 +128,7 @@ class Worker:
             jobs = await tx.claim_jobs(
                 now=self.clock.now(),
                 worker=self.name,
-                limit=self.concurrency,
+                limit=self._slots(),
                 lease_seconds=self.lease_seconds,
                 running=list(self._detached),
             )
@@ -157,7 +159,7 @@ class Worker:
                     await self.give_way()
                 more = await self._record(
                     outcomes,
-                    claim=self.concurrency - len(running) if refill else 0,
+                    claim=self._slots() - len(running) if refill else 0,
                     running=[job.id for job in running.values()] + list(self._detached),
                 )
                 start(more)
@@ -183,6 +185,15 @@ class Worker:
             fired += batch
             if batch < TIMER_BATCH or time.monotonic() - started > TIMER_ROUND_SECONDS:
                 return fired
+
+    def _slots(self) -> int:
+        """How many jobs may run at once: all of `concurrency`, but a quarter while Slack
+        requests keep coming (one answered in the last `BUSY_SECONDS`). Every job's next
+        step runs between a request's steps on the one event loop, so fewer at once keep
+        the answers quick; the worker drains at full speed again once they stop."""
+        if answering_lately(BUSY_SECONDS):
+            return max(1, self.concurrency // 4)
+        return self.concurrency
 
     async def give_way(self) -> None:
         """Before each step (a batch of timers, a claim, a job; each Web API call gives way

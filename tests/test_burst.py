@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from bot import worker as worker_module
 from bot.service.deadline import answering, within
 from bot.slack.app import Background
 from bot.store import db as db_module
@@ -384,3 +385,19 @@ async def test_a_pooled_connection_the_database_dropped_is_replaced_not_failed(
     async with database.transaction() as connection:
         again = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     assert again != pid  # a new connection, and no error
+
+
+async def test_while_requests_keep_coming_the_worker_runs_fewer_jobs_at_once(
+    slack: Slack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each running job takes its next step between a request's steps: while requests keep
+    coming the worker runs a quarter of its jobs at once, and all of them once they stop."""
+    monkeypatch.setattr(worker_module, "BUSY_SECONDS", 0.05)
+    worker = slack.bot.worker
+    await asyncio.sleep(0.06)
+    assert worker._slots() == worker.concurrency == 16
+    with answering():
+        assert worker._slots() == 4
+    assert worker._slots() == 4  # answered a moment ago: more may follow
+    await asyncio.sleep(0.06)
+    assert worker._slots() == 16

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -41,6 +42,7 @@ _attempt: ContextVar[_Attempt | None] = ContextVar("deadline_attempt", default=N
 _abandoned: set[asyncio.Task[object]] = set()
 _waiting = 0  # Slack requests being answered now (`answering`)
 _quiet: list[asyncio.Future[None]] = []  # background work waiting for them (`give_way`)
+_last_answer = [float("-inf")]  # when the last one was answered (time.monotonic)
 
 
 class TooSlow(DomainError):
@@ -58,6 +60,11 @@ class TooSlow(DomainError):
         super().__init__(message)
 
 
+def answering_lately(seconds: float) -> bool:
+    """Whether a Slack request is being answered, or was within the last `seconds`."""
+    return bool(_waiting) or time.monotonic() - _last_answer[0] < seconds
+
+
 def requests_waiting() -> int:
     """How many Slack requests of this process are being answered now (background work
     gives way to them: `give_way`)."""
@@ -73,6 +80,7 @@ def answering() -> Iterator[None]:
         yield
     finally:
         _waiting -= 1
+        _last_answer[0] = time.monotonic()
         if not _waiting:
             while _quiet:
                 waiter = _quiet.pop()
