@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from bot.service.deadline import answering, within
 from bot.slack.app import Background
 from bot.store import db as db_module
 from bot.store.db import Database, WriterQueue
+from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
 from bot.store.repository import SqlStore, _take_number
 from tests.conftest import _postgres_param
 from tests.harness import Slack
@@ -401,3 +403,31 @@ async def test_while_requests_keep_coming_the_worker_runs_fewer_jobs_at_once(
     assert worker._slots() == 4  # answered a moment ago: more may follow
     await asyncio.sleep(0.06)
     assert worker._slots() == 16
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_log_is_copied_back_on_a_thread_not_in_a_commit(database: Database) -> None:
+    """SQLite's writer leaves copying the write-ahead log back into the database file to a
+    thread (in a commit it would stop the event loop for milliseconds), and does it itself
+    only past `WRITER_CHECKPOINT_PAGES`, so the log stays bounded even when writes never
+    pause; the database file receives what was written."""
+    path = make_url(database.url).database or ""
+    store = SqlStore(database)
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    async with database.transaction() as connection:
+        pages = await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")
+        assert pages.scalar_one() == WRITER_CHECKPOINT_PAGES
+    size_before = _size(path)
+    for n in range(3 * CHECKPOINT_EVERY):
+        async with store.transaction() as tx:
+            await tx.remember(f"key {n} " + "x" * 150, now=now)
+    await asyncio.sleep(0.2)  # the last checkpoint's thread
+    assert database._checkpointer is not None
+    assert database._checkpointer.done >= 2
+    assert _size(path) > size_before + 3 * CHECKPOINT_EVERY * 150
+    wal = f"{path}-wal"
+    assert _size(wal) < (WRITER_CHECKPOINT_PAGES + CHECKPOINT_EVERY * 4) * 4096

@@ -203,6 +203,11 @@ class Database:
         # on a connection of their own that runs on the loop's thread.
         self._writers = WriterQueue() if self.is_sqlite else None
         self._writer_engine = create_writer_engine(url) if self.is_sqlite else None
+        self._checkpointer = (
+            inline.Checkpointer(make_url(url).database or "")
+            if self._writer_engine is not None
+            else None
+        )
 
     def reopen(self) -> Database:
         """A new engine on the same database (as a restarted process would have)."""
@@ -235,6 +240,8 @@ class Database:
                 yield connection
         finally:
             self._writers.release()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     @asynccontextmanager
     async def _transaction(
@@ -347,6 +354,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.release_liveness()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         if self._writer_engine is not None:
             await self._writer_engine.dispose()
         await self.engine.dispose()

@@ -18,15 +18,30 @@ statement refused as busy did nothing, so trying it again is safe.
 
 Reads stay on aiosqlite's threads (`Database` uses this connection for writing
 transactions only): a read of ten thousand open incidents must not hold the loop.
+
+SQLite copies the write-ahead log back into the database file (a checkpoint) inside the
+commit that makes the log reach 1,000 pages: a few milliseconds of writing and syncing,
+about once in thirty declarations, that would stop the loop. Here `Checkpointer` does it
+on a thread of its own after every `CHECKPOINT_EVERY` commits; the writer checkpoints
+itself only past `WRITER_CHECKPOINT_PAGES`, which happens when writes never pause long
+enough for the thread to catch up (the log cannot start over while it is being written).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Commits between two of `Checkpointer`'s checkpoints (a declaration adds about 30 pages).
+CHECKPOINT_EVERY = 100
+# The log's size at which the writer checkpoints in its commit after all (SQLite: 1,000).
+WRITER_CHECKPOINT_PAGES = 4000
 
 # First waits when the database is locked by another program, then the longest one.
 _BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
@@ -178,6 +193,52 @@ def creator(path: str, *, busy_seconds: float) -> Callable[[], Any]:
         # collector ends a connection abandoned by a cancelled task.
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA busy_timeout=0")
+        connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         return InlineConnection(connection, busy_seconds)
 
     return connect
+
+
+class Checkpointer:
+    """Copies the write-ahead log back into the database file on a thread, never on the
+    event loop: after every `CHECKPOINT_EVERY` commits, one at a time. PASSIVE: it takes
+    what no reader still needs and waits for nobody (the writer goes on meanwhile)."""
+
+    def __init__(self, path: str, every: int = CHECKPOINT_EVERY) -> None:
+        self._path = path
+        self._every = every
+        self._commits = 0
+        self._running: asyncio.Future[None] | None = None
+        self._connection: sqlite3.Connection | None = None
+        self.done = 0  # checkpoints made
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits < self._every:
+            return
+        if self._running is not None and not self._running.done():
+            return
+        self._commits = 0
+        self._running = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
+        self._running.add_done_callback(_logged)
+
+    def _checkpoint(self) -> None:
+        if self._connection is None:
+            self._connection = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False
+            )
+            self._connection.execute("PRAGMA busy_timeout=1000")
+        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.done += 1
+
+    async def close(self) -> None:
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _logged(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a checkpoint failed (the next one takes it on): %s", future.exception())
