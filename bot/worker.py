@@ -56,7 +56,7 @@ HOUSEKEEPING_SECONDS = 3600.0
 # How long a round keeps claiming jobs as slots free up before due timers are looked at.
 REFILL_SECONDS = 0.25
 # A request answered this recently means more may follow (`Worker._slots`).
-BUSY_SECONDS = 0.2
+BUSY_SECONDS = 0.05
 # Due timers are claimed this many at a time, batch after batch for up to this long.
 TIMER_BATCH = 50
 TIMER_ROUND_SECONDS = 0.5
