@@ -435,36 +435,3 @@ async def test_the_log_is_copied_back_on_a_thread_not_in_a_commit(database: Data
     assert _size(path) > size_before + 3 * CHECKPOINT_EVERY * 150
     wal = f"{path}-wal"
     assert _size(wal) < (WRITER_CHECKPOINT_PAGES + CHECKPOINT_EVERY * 4) * 4096
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-async def test_sqlites_writer_keeps_its_connection_between_transactions(
-    database: Database,
-) -> None:
-    """The writers take turns on one connection, kept between their transactions: no pool
-    checkout per change. A transaction that fails is rolled back and the next one works."""
-    writer = database._writer_engine
-    assert writer is not None
-    checkouts: list[int] = []
-
-    @event.listens_for(writer.sync_engine, "checkout")
-    def _checkout(*_: Any) -> None:
-        checkouts.append(1)
-
-    store = SqlStore(database)
-    now = datetime(2026, 11, 23, tzinfo=UTC)
-    for n in range(10):
-        async with store.transaction() as tx:
-            await tx.remember(f"kept {n}", now=now)
-
-    async def fails() -> None:
-        async with store.transaction() as tx:
-            await tx.remember("rolled back", now=now)
-            raise RuntimeError("on purpose")
-
-    with pytest.raises(RuntimeError, match="on purpose"):
-        await fails()
-    async with store.transaction() as tx:
-        assert await tx.remember("after", now=now)
-        assert await tx.remember("rolled back", now=now)  # it was not kept
-    assert len(checkouts) <= 1

@@ -203,7 +203,6 @@ class Database:
         # on a connection of their own that runs on the loop's thread.
         self._writers = WriterQueue() if self.is_sqlite else None
         self._writer_engine = create_writer_engine(url) if self.is_sqlite else None
-        self._writer_connection: AsyncConnection | None = None
         self._checkpointer = (
             inline.Checkpointer(make_url(url).database or "")
             if self._writer_engine is not None
@@ -235,55 +234,20 @@ class Database:
             return
         await self._writers.acquire(urgent=in_request())
         try:
-            if self._writer_engine is None:
-                async with self._transaction(read_only=False) as connection:
-                    yield connection
-            else:
-                async with self._write() as connection:
-                    yield connection
+            async with self._transaction(
+                read_only=False, engine=self._writer_engine or self.engine
+            ) as connection:
+                yield connection
         finally:
             self._writers.release()
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """SQLite: a transaction on the writer's one connection, kept checked out between
-        transactions (the writers take turns on it; a checkout and return each time cost
-        more than the statements of a small change). A connection that failed to roll back
-        or commit is closed, and the next transaction opens a new one."""
-        assert self._writer_engine is not None
-        if self._writer_connection is None:
-            self._writer_connection = await self._writer_engine.connect()
-        connection = self._writer_connection
-        transaction = await connection.begin()
-        try:
-            yield connection
-        except BaseException:
-            try:
-                await transaction.rollback()
-            except BaseException:
-                await self._drop_writer_connection()
-                raise
-            raise
-        commit_starting()
-        try:
-            await transaction.commit()
-        except BaseException:
-            await self._drop_writer_connection()
-            raise
-
-    async def _drop_writer_connection(self) -> None:
-        connection, self._writer_connection = self._writer_connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
-
-    @asynccontextmanager
-    async def _transaction(self, *, read_only: bool) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as connection:
+    async def _transaction(
+        self, *, read_only: bool, engine: AsyncEngine | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        async with (engine or self.engine).connect() as connection:
             if read_only:
                 await connection.execution_options(**{READ_ONLY: True})
             transaction = await connection.begin()
@@ -392,10 +356,6 @@ class Database:
         await self.release_liveness()
         if self._checkpointer is not None:
             await self._checkpointer.close()
-        if self._writer_connection is not None:
-            with contextlib.suppress(Exception):
-                await self._writer_connection.close()
-            self._writer_connection = None
         if self._writer_engine is not None:
             await self._writer_engine.dispose()
         await self.engine.dispose()
