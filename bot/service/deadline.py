@@ -65,12 +65,6 @@ def answering_lately(seconds: float) -> bool:
     return bool(_waiting) or time.monotonic() - _last_answer[0] < seconds
 
 
-def requests_waiting() -> int:
-    """How many Slack requests of this process are being answered now (background work
-    gives way to them: `give_way`)."""
-    return _waiting
-
-
 @contextmanager
 def answering() -> Iterator[None]:
     """Around the answer to one Slack request, from its arrival until the answer is made."""
