@@ -37,9 +37,6 @@ class _NoStore:
     def transaction(self, *, read_only: bool = False) -> Any:
         raise NotImplementedError
 
-    async def take_number(self, day: Any) -> int | None:
-        raise NotImplementedError
-
     def declaring(self, day: Any) -> Any:
         raise NotImplementedError
 

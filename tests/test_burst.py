@@ -224,10 +224,23 @@ async def test_a_failed_declaration_leaves_a_gap_never_a_repeat(database: Databa
     """PostgreSQL: a number is taken in a transaction of its own; a declaration that fails
     after taking it leaves it unused, and the next one gets the next number."""
     store = SqlStore(database)
+
+    class Failed(Exception):
+        pass
+
+    async def take_number(day: date) -> int | None:
+        """The number a declaration takes, the declaration then failing."""
+        taken = None
+        with contextlib.suppress(Failed):
+            async with store.declaring(day) as (number, _):
+                taken = number
+                raise Failed
+        return taken
+
     day = date(2026, 11, 23)
-    assert await store.take_number(day) == 1
-    assert await store.take_number(day) == 2  # 1's declaration failed: 1 stays unused
-    assert await store.take_number(date(2026, 11, 24)) == 1  # each day starts again
+    assert await take_number(day) == 1
+    assert await take_number(day) == 2  # 1's declaration failed: 1 stays unused
+    assert await take_number(date(2026, 11, 24)) == 1  # each day starts again
 
 
 async def test_the_worker_gives_way_to_requests_waiting_on_their_work(slack: Slack) -> None:
@@ -352,7 +365,7 @@ async def test_a_declaration_takes_one_connection_from_the_pool(slack: Slack) ->
 @pytest.mark.parametrize("backend", [_postgres_param()])
 async def test_the_numbers_commit_alone_does_not_wait_for_the_disk(database: Database) -> None:
     """PostgreSQL: the transaction that takes the day's number commits without waiting for
-    the disk (safe: see `SqlStore.take_number`); the declaration's own, on the same
+    the disk (safe: see `SqlStore.declaring`); the declaration's own, on the same
     connection right after, waits for it as every other commit does."""
     store = SqlStore(database)
     seen: list[str] = []

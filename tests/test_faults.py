@@ -188,11 +188,6 @@ class FlakyStore:
         async with self.store.transaction(read_only=read_only) as tx:
             yield tx
 
-    async def take_number(self, day: date) -> int | None:
-        if self.down:
-            raise ConnectionRefusedError("database unreachable")
-        return await self.store.take_number(day)
-
     @asynccontextmanager
     async def declaring(self, day: date) -> AsyncIterator[Any]:
         if self.down:

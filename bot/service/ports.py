@@ -214,14 +214,10 @@ class Store(Protocol):
         writer instead of after it)."""
         ...
 
-    async def take_number(self, day: date) -> int | None:
-        """The day's next incident number taken beforehand, in a transaction of its own, or
-        None when the declaration should take it inside its own (`Tx.next_sequence`)."""
-        ...
-
     def declaring(self, day: date) -> AbstractAsyncContextManager[tuple[int | None, Tx]]:
-        """A declaration's unit of work: (`take_number(day)`, a write transaction), the
-        number taken on the transaction's own connection just before it begins."""
+        """A declaration's unit of work: (the day's next incident number, taken in a
+        transaction of its own on the same connection just before; or None when the
+        declaration takes it inside its own, `Tx.next_sequence`), a write transaction."""
         ...
 
     async def ping(self) -> bool: ...

@@ -156,6 +156,11 @@ def _number(text: str) -> int:
     return int(text) if text.isascii() and text.isdecimal() and len(text) <= 9 else 0
 
 
+def _form_once(view: dict[str, Any]) -> str | None:
+    """The key that makes a form submitted twice (the same view) change things once."""
+    return f"view:{view['id']}" if view.get("id") else None
+
+
 def _value(values: dict[str, Any], block: str) -> str:
     element = (values.get(block) or {}).get("value") or {}
     if element.get("selected_option"):
@@ -465,7 +470,7 @@ def build_app(
         await submitted(
             ack,
             lambda: service.declare(
-                once=f"view:{view.get('id')}" if view.get("id") else None,
+                once=_form_once(view),
                 severity=_value(values, "severity"),
                 title=commands.typed(_value(values, "title")),
                 by=body["user"]["id"],
@@ -490,7 +495,7 @@ def build_app(
                 next_steps=commands.typed(_value(values, "next_steps")),
                 impact=commands.typed(_value(values, "impact")),
                 form=True,
-                once=f"view:{view.get('id')}" if view.get("id") else None,
+                once=_form_once(view),
             ),
             field=lambda _: "text",
         )
@@ -506,7 +511,7 @@ def build_app(
                 summary=commands.typed(_value(values, "summary")),
                 root_cause=commands.typed(_value(values, "root_cause")),
                 public_text=commands.typed(_value(values, "public")),
-                once=f"view:{view.get('id')}" if view.get("id") else None,
+                once=_form_once(view),
             ),
             field=lambda _: "summary",
         )
@@ -532,7 +537,7 @@ def build_app(
                 text=commands.typed(_value(values, "text")),
                 title=commands.typed(_value(values, "title")),
                 components=components,
-                once=f"view:{view.get('id')}" if view.get("id") else None,
+                once=_form_once(view),
             ),
             field=lambda _: "text",
         )

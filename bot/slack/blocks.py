@@ -82,6 +82,10 @@ def _dicts(blocks: list[Block]) -> list[dict[str, Any]]:
     return rendered
 
 
+# (type, key) pairs whose empty list slack_sdk keeps in the JSON (rich text elements).
+_EMPTY_ALLOWED = frozenset(
+    (allowed["type"], allowed["property"]) for allowed in EMPTY_ALLOWED_TYPE_AND_PROPERTY_LIST
+)
 # Each model class's validators (slack_sdk's `JsonValidator` methods), looked up once.
 _VALIDATORS: dict[type, tuple[str, ...]] = {}
 
@@ -105,11 +109,7 @@ def _kept(model: JsonObject, key: str, value: Any) -> bool:
     (except where Block Kit allows an empty one)."""
     if value is None:
         return False
-    kind = getattr(model, "type", None)
-    if any(
-        kind == allowed["type"] and key == allowed["property"]
-        for allowed in EMPTY_ALLOWED_TYPE_AND_PROPERTY_LIST
-    ):
+    if (getattr(model, "type", None), key) in _EMPTY_ALLOWED:
         return True
     return len(value) > 0 if hasattr(value, "__len__") else True
 

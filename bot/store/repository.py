@@ -492,7 +492,7 @@ class SqlTx(_TimerMixin):
         Inside this transaction: a declaration rolled back gives its number back. Where
         concurrent declarations would queue on the day's row for the length of their
         transactions (PostgreSQL), the store takes the number beforehand instead
-        (`SqlStore.take_number`) and this is not called.
+        (`SqlStore.declaring`) and this is not called.
         """
         statement = _NEXT_NUMBER[self._postgres]
         return int((await self.c.execute(statement, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
@@ -1033,7 +1033,7 @@ _TAKE_NUMBER = text(
 
 async def _take_number(connection: AsyncConnection, day: date) -> int:
     """PostgreSQL: the day's next number, in the connection's transaction under way, whose
-    commit then does not wait for the disk (see `SqlStore.take_number`)."""
+    commit then does not wait for the disk (see `SqlStore.declaring`)."""
     return int((await connection.execute(_TAKE_NUMBER, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
 
 
@@ -1048,27 +1048,22 @@ class SqlStore:
         async with self.database.transaction(read_only=read_only) as connection:
             yield SqlTx(connection)
 
-    async def take_number(self, day: date) -> int | None:
-        """PostgreSQL: the day's next incident number, taken in a transaction of its own
-        before the declaration's, so that concurrent declarations hold the day's row for a
-        moment instead of for their whole transaction (and never need two connections at
-        once). A declaration that then fails leaves its number unused: ids stay unique and
-        in order, and may skip a number. The commit does not wait for the disk: were it
-        lost in a crash, the declaration that used the number was lost too (PostgreSQL's
-        log is written in order), so no number is ever handed out twice.
+    @asynccontextmanager
+    async def declaring(self, day: date) -> AsyncIterator[tuple[int | None, SqlTx]]:
+        """A declaration's unit of work: (the day's number, its transaction).
+
+        PostgreSQL: the day's next incident number is taken in a transaction of its own,
+        just before the declaration's and on the same connection (one checkout from the
+        pool), so that concurrent declarations hold the day's row for a moment instead of
+        for their whole transaction. A declaration that then fails leaves its number
+        unused: ids stay unique and in order, and may skip a number. The number's commit
+        does not wait for the disk: were it lost in a crash, the declaration that used the
+        number was lost too (PostgreSQL's log is written in order), so no number is ever
+        handed out twice.
 
         SQLite: None — the declaration takes its number inside its own transaction
         (`SqlTx.next_sequence`); writers take turns there anyway, and there are no gaps.
         """
-        if self.database.is_sqlite:
-            return None
-        async with self.database.transaction() as connection:
-            return await _take_number(connection, day)
-
-    @asynccontextmanager
-    async def declaring(self, day: date) -> AsyncIterator[tuple[int | None, SqlTx]]:
-        """`take_number`, then the declaration's transaction, on one connection: one
-        checkout from the pool instead of two (PostgreSQL)."""
         if self.database.is_sqlite:
             async with self.transaction() as tx:
                 yield None, tx

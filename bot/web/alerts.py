@@ -324,19 +324,18 @@ def add_alert_routes(
                 receipt = await alerts.receive(group)
         except (IdentityUnknown, TimeoutError):
             log.warning("alerts: the bot does not know its Slack user yet; asked to retry")
-            return web.json_response(
-                {"error": "the bot has not heard from Slack yet; retry shortly"},
-                status=503,
-                headers={"Retry-After": "10"},
-            ), "unavailable"
+            return _retry_later("the bot has not heard from Slack yet; retry shortly")
         except Exception:  # the database away or refusing: nothing stored, retry is safe
             log.exception("alerts: the alerts could not be recorded; asked to retry")
-            return web.json_response(
-                {"error": "the alerts could not be recorded just now; retry"},
-                status=503,
-                headers={"Retry-After": "10"},
-            ), "unavailable"
+            return _retry_later("the alerts could not be recorded just now; retry")
         return web.json_response(receipt.as_json(), status=202), receipt.status
 
     app.router.add_post("/alerts/alertmanager", handler("alertmanager"))
     app.router.add_post("/alerts/generic", handler("generic"))
+
+
+def _retry_later(error: str) -> tuple[web.Response, str]:
+    """503 with Retry-After: nothing was stored, and sending the same alerts again is safe."""
+    return web.json_response(
+        {"error": error}, status=503, headers={"Retry-After": "10"}
+    ), "unavailable"
