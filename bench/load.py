@@ -590,6 +590,7 @@ class BotRun:
         requests = await self.requests(kind, count)
         acks_only = [Request(r.content_type, r.body, "") for r in warm + requests]
         _, floor_ms, floor_errors = await self.gen.run(self.floor_events, acks_only, in_flight=n)
+        progress(f"{self.database}: {kind} at {n} in flight: the floor done, now the bot")
         _, ms, errors = await self.gen.run(self.events, warm + requests, in_flight=n)
         skip = len(warm)
         ms, errors = ms[skip:], errors[skip:]
@@ -764,7 +765,7 @@ async def bot_rows(
             live = await run.declaration_to_live(options.live_rate, options.live_seconds)
             report.live.append(live)
             progress(f"{database}: declaration to live")
-            for kind in KINDS:
+            for kind in options.kinds:
                 for n in options.in_flight:
                     report.rows.append(await run.row(kind, n))
                     progress(f"{database}: {kind} at {n} in flight")
@@ -972,6 +973,12 @@ def main() -> None:
         default="1,20,50",
         type=lambda s: [int(x) for x in s.split(",") if x.strip()],
         help="the concurrencies, comma-separated (default 1,20,50)",
+    )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        type=lambda s: [k for k in KINDS if k in s.split(",")],
+        help=f"the requests, comma-separated (default {','.join(KINDS)})",
     )
     parser.add_argument("--live-rate", type=float, default=10.0, help="declarations a second")
     parser.add_argument(

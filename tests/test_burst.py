@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.engine import make_url
 
 from bot import worker as worker_module
 from bot.service.deadline import answering, within
 from bot.slack.app import Background
 from bot.store import db as db_module
+from bot.store import tables
 from bot.store.db import Database, WriterQueue
 from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
 from bot.store.repository import SqlStore, _take_number
@@ -448,3 +450,124 @@ async def test_the_log_is_copied_back_on_a_thread_not_in_a_commit(database: Data
     assert _size(path) > size_before + 3 * CHECKPOINT_EVERY * 150
     wal = f"{path}-wal"
     assert _size(wal) < (WRITER_CHECKPOINT_PAGES + CHECKPOINT_EVERY * 4) * 4096
+
+
+_NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+async def _declared(database: Database, numbers: range, *, done_below: int) -> None:
+    """Incidents `numbers` with their Slack work recorded: six jobs each, all due, each
+    behind the one before. Below `done_below` it is all done; the four incidents from
+    `done_below` on have their first job running (another worker's)."""
+    kinds = ("create_channel", "invite", "post_alert", "post_playbook", "announce", "post")
+    incident = {
+        "day": "20261123", "title": "t", "severity": "sev3", "status": "open",
+        "declared_at": _NOW, "declared_by": "U1", "services": [], "impact": "",
+        "drill": False, "tags": [], "roles": {}, "escalation_level": 0,
+        "resolution_summary": "", "root_cause": "", "version": 1,
+    }  # fmt: skip
+    job = {
+        "payload": {}, "attempts": 1, "run_after": _NOW, "created_at": _NOW,
+        "locked_by": "other", "locked_until": _NOW + timedelta(minutes=5),
+    }  # fmt: skip
+    incident_rows, job_rows = [], []
+    for n in numbers:
+        incident_id = f"INC-20261123-{n:04d}"
+        incident_rows.append({**incident, "id": incident_id, "seq": n})
+        for k, kind in enumerate(kinds):
+            if n < done_below:
+                state = "done"
+            else:
+                state = "running" if n < done_below + 4 and k == 0 else "pending"
+            job_rows.append({**job, "incident_id": incident_id, "kind": kind, "state": state})
+    async with database.transaction() as connection:
+        await connection.execute(insert(tables.incidents), incident_rows)
+        await connection.execute(insert(tables.slack_jobs), job_rows)
+    if not database.is_sqlite:
+        async with database.engine.connect() as connection:  # as autovacuum does in time
+            await connection.execute(text("ANALYZE slack_jobs"))
+            await connection.commit()
+
+
+async def _claim(database: Database) -> list[str]:
+    jobs = []
+    async with SqlStore(database).transaction() as tx:
+        jobs = await tx.claim_jobs(
+            now=_NOW + timedelta(seconds=1), worker="worker", limit=4, lease_seconds=60
+        )
+    return [f"{job.incident_id} {job.kind}" for job in jobs]
+
+
+async def _work_of_a_claim(database: Database) -> int:
+    """How much a claim of 4 jobs reads: SQLite's virtual machine steps, or the rows
+    PostgreSQL reads from slack_jobs. The claim is captured, then run again (rolled back)
+    to be measured."""
+    claims: list[tuple[str, Any]] = []
+    engine = (database._writer_engine or database.engine).sync_engine
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE slack_jobs SET state"):
+            claims.append((statement, parameters))
+
+    class Undo(Exception):
+        pass
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with contextlib.suppress(Undo):
+            async with SqlStore(database).transaction() as tx:
+                await tx.claim_jobs(
+                    now=_NOW + timedelta(seconds=1), worker="worker", limit=4, lease_seconds=60
+                )
+                raise Undo
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    statement, parameters = claims[0]
+    if database.is_sqlite:
+        raw = sqlite3.connect(make_url(database.url).database or "", isolation_level=None)
+        steps = [0]
+
+        def step() -> int:
+            steps[0] += 1
+            return 0
+
+        raw.set_progress_handler(step, 1)
+        raw.execute("BEGIN")
+        raw.execute(statement, parameters).fetchall()
+        raw.execute("ROLLBACK")
+        raw.close()
+        return steps[0]
+    async with database.engine.connect() as connection:
+        await connection.begin()
+        plan = (
+            await connection.exec_driver_sql(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
+            )
+        ).scalar_one()
+        await connection.rollback()
+    rows = 0
+    nodes = [(json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("Plans", []))
+        if "Scan" in node["Node Type"] and node.get("Relation Name") == "slack_jobs":
+            read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            rows += int(read) * int(node["Actual Loops"])
+    return rows
+
+
+async def test_a_claim_reads_the_front_of_the_backlog_not_all_of_it(database: Database) -> None:
+    """The worker claims its next jobs many times a second (on SQLite, on the event loop's
+    thread): a claim reads the oldest unfinished jobs until it has enough, so its cost does
+    not grow with the work waiting behind them (a burst of declarations, or Slack back
+    after an outage). It takes the first job of each waiting incident in the order they
+    were declared, never one behind another of its incident, nor another worker's."""
+    await database.hold_liveness("other")  # PostgreSQL: the other worker is alive
+    await _declared(database, range(0, 300), done_below=200)
+    behind_100 = await _work_of_a_claim(database)
+    await _declared(database, range(300, 1200), done_below=200)
+    behind_1000 = await _work_of_a_claim(database)
+    assert behind_1000 < 2 * behind_100, (behind_100, behind_1000)
+    assert await _claim(database) == [
+        f"INC-20261123-{n:04d} create_channel" for n in (204, 205, 206, 207)
+    ]

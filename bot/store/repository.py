@@ -151,6 +151,7 @@ _OWN_LANES = (JobKind.PAGERDUTY.value, JobKind.EMAIL.value)
 # The unfinished jobs, as the partial indexes over them say it (migration 0008): written
 # out, not bound, so that PostgreSQL's planner can match the predicate in every plan.
 _UNFINISHED = "state IN ('pending', 'running')"
+_PENDING = "state = 'pending'"  # migration 0009's
 
 
 def _blocked() -> Any:
@@ -158,7 +159,7 @@ def _blocked() -> Any:
 
     Three lanes per incident: Slack work in order, paging in order, email in order; a
     PagerDuty or SMTP outage never holds up the messages in the channel (nor the other way
-    round).
+    round). A job of no incident matches no earlier job (NULL equals nothing).
     """
     earlier = slack_jobs.alias("earlier")
     same_lane = or_(
@@ -216,7 +217,7 @@ def _claim_statement(*, postgres: bool) -> Any:
             text(f"slack_jobs.{_UNFINISHED}"),  # literal: the partial indexes' predicate
             claimable,
             jobs.id.not_in(running),
-            or_(jobs.incident_id.is_(None), ~_blocked()),
+            ~_blocked(),  # a job of no incident has no earlier job: never blocked
         )
         .order_by(jobs.id)
         .limit(bindparam("b_limit"))
@@ -331,7 +332,7 @@ class _TimerMixin:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
         jobs = await self.c.execute(
             update(slack_jobs)
-            .where(slack_jobs.c.state == JobState.RUNNING)
+            .where(text(f"slack_jobs.{_UNFINISHED}"), slack_jobs.c.state == JobState.RUNNING)
             .values(state=JobState.PENDING, locked_until=None)
         )
         fired = await self.c.execute(
@@ -812,10 +813,7 @@ class SqlTx(_TimerMixin):
         """When the next job can run: the earliest pending job not waiting behind another."""
         statement = (
             select(slack_jobs.c.run_after)
-            .where(
-                slack_jobs.c.state == JobState.PENDING,
-                or_(slack_jobs.c.incident_id.is_(None), ~_blocked()),
-            )
+            .where(text(f"slack_jobs.{_PENDING}"), ~_blocked())
             .order_by(slack_jobs.c.run_after)
             .limit(1)
         )

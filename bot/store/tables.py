@@ -144,7 +144,13 @@ slack_jobs = Table(
     Column("last_error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
-    Index("ix_slack_jobs_state_run_after", "state", "run_after"),
+    # When the next job is due (see migration 0009: no index here is led by the state).
+    Index(
+        "ix_slack_jobs_pending_run_after",
+        "run_after",
+        postgresql_where=text("state = 'pending'"),
+        sqlite_where=text("state = 'pending'"),
+    ),
     # What every claim reads: the unfinished jobs (see migration 0008).
     Index(
         "ix_slack_jobs_unfinished",
