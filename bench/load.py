@@ -662,6 +662,7 @@ class BotRun:
         finally:
             released = time.monotonic()
             self.fake.release()
+            progress(f"{self.database}: the backlog of {declarations} declarations released")
         answering = asyncio.create_task(self.gen.run(self.events, during, in_flight=1))
         wanted = range(first, first + declarations)
         with contextlib.suppress(AssertionError):  # wait_for's timeout: counted below

@@ -166,7 +166,7 @@ async def test_every_message_is_the_json_slack_sdk_would_make(
     await journey(slack)
     kinds = set(compared)
     assert len(compared) > 50
-    assert {"SectionBlock", "ActionsBlock", "ContextBlock", "HeaderBlock"} <= kinds
+    assert {"SectionBlock", "ActionsBlock", "ContextBlock", "HeaderBlock", "Option"} <= kinds
 
 
 def test_a_broken_limit_is_refused_as_slack_sdk_refuses_it() -> None:
