@@ -26,6 +26,7 @@ from bot import worker as worker_module
 from bot.service.deadline import answering, within
 from bot.slack.app import Background
 from bot.store import db as db_module
+from bot.store import repository as repository_module
 from bot.store import tables
 from bot.store.db import Database, WriterQueue
 from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
@@ -379,6 +380,46 @@ async def test_the_numbers_commit_alone_does_not_wait_for_the_disk(database: Dat
         seen.append((await connection.execute(text("SHOW synchronous_commit"))).scalar_one())
     assert probe == 2
     assert seen == ["on", "off"]
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_the_days_row_is_free_as_soon_as_the_number_is_taken(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the day's number is taken by one statement that commits as it runs.
+    Under a burst the process takes a while to get back to a connection (its one event
+    loop has other requests to answer); had the number's own transaction waited for the
+    process to send its COMMIT, every other declaration would queue on the day's row for
+    that long. Here a second declaration takes its number while the first one's process
+    is still busy."""
+    store = SqlStore(database)
+    day = date(2026, 11, 23)
+    taken = asyncio.Event()
+
+    async def take_then_stay_busy(connection: Any, day: date) -> int:
+        number = await _take_number(connection, day)
+        taken.set()
+        await asyncio.sleep(1.0)  # the process busy before it goes on with this one
+        return number
+
+    async def first_declaration() -> int | None:
+        async with store.declaring(day) as (number, _):
+            return number
+
+    monkeypatch.setattr(repository_module, "_take_number", take_then_stay_busy)
+    first = asyncio.create_task(first_declaration())
+    await taken.wait()
+    other = database.reopen()  # another process, on the same schema
+    try:
+        started = time.monotonic()
+        async with other.transaction() as connection:
+            await connection.execute(text("SET LOCAL lock_timeout = '500ms'"))
+            second = await _take_number(connection, day)
+        waited = time.monotonic() - started
+    finally:
+        await other.dispose()
+    assert (await first, second) == (1, 2)
+    assert waited < 0.5
 
 
 @pytest.mark.parametrize("backend", [_postgres_param()])

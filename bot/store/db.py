@@ -263,16 +263,24 @@ class Database:
     async def transaction_after(
         self, first: Callable[[AsyncConnection], Awaitable[T]]
     ) -> AsyncIterator[tuple[T, AsyncConnection]]:
-        """`first(connection)` in a short transaction of its own, committed; then a write
-        transaction on the same connection, as `transaction()` gives (PostgreSQL: one
-        checkout from the pool for both). Yields `first`'s result and the connection.
-        Until the second commit starts, a request's deadline still says nothing was done:
-        what `first` committed is not the change the request asked for."""
+        """`first(connection)` outside any transaction, each of its statements committed
+        by the server as it runs (autocommit); then a write transaction on the same
+        connection, as `transaction()` gives (PostgreSQL: one checkout from the pool for
+        both). Yields `first`'s result and the connection.
+
+        Autocommit, not a short transaction: a transaction's locks last until its COMMIT
+        arrives, and under a burst the process takes a while to send it (its one event
+        loop is answering other requests), so everyone needing the same row would queue
+        for that long. Until the second commit starts, a request's deadline still says
+        nothing was done: what `first` committed is not the change the request asked for."""
         if self._writers is not None:
             raise RuntimeError("SQLite takes the day's number inside the declaration")
         async with self.engine.connect() as connection:
-            async with connection.begin():
-                value = await first(connection)
+            default = connection.default_isolation_level
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            value = await first(connection)
+            await connection.commit()  # SQLAlchemy's bookkeeping: nothing is sent
+            await connection.execution_options(isolation_level=default)
             transaction = await connection.begin()
             try:
                 yield value, connection

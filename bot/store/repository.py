@@ -1030,8 +1030,8 @@ _TAKE_NUMBER = text(
 
 
 async def _take_number(connection: AsyncConnection, day: date) -> int:
-    """PostgreSQL: the day's next number, in the connection's transaction under way, whose
-    commit then does not wait for the disk (see `SqlStore.declaring`)."""
+    """PostgreSQL: the day's next number. Its transaction's commit (with autocommit, the
+    statement's own) does not wait for the disk (see `SqlStore.declaring`)."""
     return int((await connection.execute(_TAKE_NUMBER, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
 
 
@@ -1050,14 +1050,15 @@ class SqlStore:
     async def declaring(self, day: date) -> AsyncIterator[tuple[int | None, SqlTx]]:
         """A declaration's unit of work: (the day's number, its transaction).
 
-        PostgreSQL: the day's next incident number is taken in a transaction of its own,
-        just before the declaration's and on the same connection (one checkout from the
-        pool), so that concurrent declarations hold the day's row for a moment instead of
-        for their whole transaction. A declaration that then fails leaves its number
-        unused: ids stay unique and in order, and may skip a number. The number's commit
-        does not wait for the disk: were it lost in a crash, the declaration that used the
-        number was lost too (PostgreSQL's log is written in order), so no number is ever
-        handed out twice.
+        PostgreSQL: the day's next incident number is taken by one statement that commits
+        as it runs (autocommit), just before the declaration's transaction and on the same
+        connection (one checkout from the pool), so that concurrent declarations hold the
+        day's row only while the server runs that statement: not for their whole
+        transaction, nor until a busy process gets round to sending a COMMIT. A
+        declaration that then fails leaves its number unused: ids stay unique and in
+        order, and may skip a number. The number's commit does not wait for the disk: were
+        it lost in a crash, the declaration that used the number was lost too
+        (PostgreSQL's log is written in order), so no number is ever handed out twice.
 
         SQLite: None — the declaration takes its number inside its own transaction
         (`SqlTx.next_sequence`); writers take turns there anyway, and there are no gaps.
