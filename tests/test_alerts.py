@@ -335,6 +335,28 @@ async def test_a_resolved_alert_is_said_with_a_resolve_button(monitoring: Monito
     assert "Alert resolved: PaymentSuccessRateLow (every alert resolved)" in markdown
 
 
+async def test_a_firing_notice_that_arrives_after_its_resolution_is_not_news(
+    monitoring: Monitoring,
+) -> None:
+    """Alertmanager retries a notification it could not deliver, so the firing notice of an
+    alert can arrive after the one saying it resolved. Its start is the one already
+    recorded: the alert did not fire again. Neither the open incident nor, once that is
+    resolved, a new one says it did."""
+    slack = monitoring.slack
+    declared = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    await monitoring.send(AM, fixture("alertmanager_resolved.json"))
+    (channel,) = monitoring.channels()
+    late = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    assert (late["status"], late.get("incident")) == ("unchanged", declared["incident"])
+    assert not [t for t in texts_of(channel) if "fired again" in t]
+    await slack.command("resolve gateway failover", channel=channel.id)
+    slack.clock.advance(timedelta(minutes=5))
+    late = await monitoring.send(AM, fixture("alertmanager_firing.json"))
+    assert late["status"] == "unchanged"
+    assert len(monitoring.channels()) == 1
+    assert len(await monitoring.incidents()) == 1
+
+
 async def test_a_flapping_alert_never_opens_a_second_incident(monitoring: Monitoring) -> None:
     declared = await monitoring.send(AM, fixture("alertmanager_firing.json"))
     for minute in range(3):  # resolves, fires again with a new start: three times over

@@ -329,11 +329,15 @@ def _previous(rows: dict[str, AlertKey], records: dict[str, IncidentRecord]) -> 
 
 
 def _new(row: AlertKey | None, alert: Alert, incident_id: str | None) -> bool:
-    """Whether a firing alert brings news: never seen, fired again since it stopped (or with
-    another start), or new to `incident_id` (None: to any incident)."""
-    if row is None or row.incident_id is None or not row.firing:
+    """Whether a firing alert brings news: never seen, fired again (another start than the
+    one recorded; without a start, any firing after it stopped), or new to `incident_id`
+    (None: to any incident). A firing notice with the start already recorded for an alert
+    that stopped was sent before it stopped and arrived late (a retry): not news."""
+    if row is None or row.incident_id is None:
         return True
     if incident_id is not None and row.incident_id != incident_id:
+        return True
+    if not row.firing and alert.starts_at is None:
         return True
     return row.starts_at != alert.starts_at
 
