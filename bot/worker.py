@@ -295,9 +295,14 @@ class Worker:
         over (its lease ran out) is recorded by that worker, not here."""
         now = self.clock.now()
         async with self.store.transaction() as tx:
+            finished = await tx.finish_jobs(
+                [(job.id, value) for job, outcome, value in outcomes if outcome == "done"],
+                worker=self.name,
+                now=now,
+            )
             for job, outcome, value in outcomes:
                 if outcome == "done":
-                    held = await tx.finish_job(job.id, worker=self.name, now=now, result=value)
+                    held = job.id in finished
                     self._reported.discard(job.incident_id or f"job {job.id}")
                 elif outcome == "failed":
                     held = await tx.fail_job(job.id, worker=self.name, now=now, error=value)

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 
 from bot import worker as worker_module
@@ -612,3 +612,55 @@ async def test_a_claim_reads_the_front_of_the_backlog_not_all_of_it(database: Da
     assert await _claim(database) == [
         f"INC-20261123-{n:04d} create_channel" for n in (204, 205, 206, 207)
     ]
+
+
+async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Database) -> None:
+    """The worker records the jobs that ended together in one transaction; on PostgreSQL
+    the finished ones in one statement (one round trip, not one each). Only the jobs whose
+    claim it still holds are recorded: one taken over by another worker is left to it."""
+    await _declared(database, range(0, 1), done_below=0)
+    async with database.transaction() as connection:
+        await connection.execute(
+            tables.slack_jobs.update()
+            .where(tables.slack_jobs.c.id.in_([2, 3, 4]))
+            .values(state="running", locked_by="worker")
+        )
+        await connection.execute(
+            tables.slack_jobs.update().where(tables.slack_jobs.c.id == 1).values(state="done")
+        )
+    statements: list[str] = []
+    engine = (database._writer_engine or database.engine).sync_engine
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("UPDATE slack_jobs"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        async with SqlStore(database).transaction() as tx:
+            held = await tx.finish_jobs(
+                [(2, {"ts": "2"}), (3, {"ts": "3"}), (5, {"ts": "5"})],
+                worker="worker",
+                now=_NOW + timedelta(seconds=1),
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert held == {2, 3}  # 5 is not a claim of this worker
+    async with database.transaction(read_only=True) as connection:
+        rows = (
+            await connection.execute(
+                select(
+                    tables.slack_jobs.c.id,
+                    tables.slack_jobs.c.state,
+                    tables.slack_jobs.c.locked_by,
+                    tables.slack_jobs.c.result,
+                ).order_by(tables.slack_jobs.c.id)
+            )
+        ).all()
+    assert [tuple(row) for row in rows[1:5]] == [
+        (2, "done", "worker", {"ts": "2"}),
+        (3, "done", "worker", {"ts": "3"}),
+        (4, "running", "worker", None),
+        (5, "pending", "other", None),
+    ]
+    assert len(statements) == (3 if database.is_sqlite else 1)

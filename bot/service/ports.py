@@ -138,6 +138,9 @@ class Tx(Protocol):
     async def finish_job(
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
     ) -> bool: ...
+    async def finish_jobs(
+        self, finished: Sequence[tuple[int, dict[str, Any]]], *, worker: str, now: datetime
+    ) -> set[int]: ...
     async def retry_job(
         self,
         job_id: int,

@@ -9,10 +9,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Integer,
     String,
     and_,
     bindparam,
+    column,
     delete,
     exists,
     func,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     select,
     text,
     update,
+    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
@@ -735,6 +738,34 @@ class SqlTx(_TimerMixin):
         values = {"b_job": job_id, "b_worker": worker, "b_result": result, "b_now": now}
         outcome = await self.c.execute(_FINISH, values)
         return bool(outcome.rowcount)
+
+    async def finish_jobs(
+        self, finished: Sequence[tuple[int, dict[str, Any]]], *, worker: str, now: datetime
+    ) -> set[int]:
+        """Record these jobs done, each with its result; returns the ids whose claim
+        `worker` still held (a job taken over is recorded by its new claimant).
+        PostgreSQL: one statement for them all, so a batch of outcomes costs one round trip
+        instead of one each. SQLite: one statement each, run in the process anyway."""
+        if not self._postgres or len(finished) < 2:
+            held = set()
+            for job_id, result in finished:
+                if await self.finish_job(job_id, worker=worker, now=now, result=result):
+                    held.add(job_id)
+            return held
+        batch = values(column("id", BigInteger()), column("result", Json), name="finished").data(
+            list(finished)
+        )
+        statement = (
+            update(slack_jobs)
+            .where(
+                slack_jobs.c.id == batch.c.id,
+                slack_jobs.c.state == JobState.RUNNING,
+                slack_jobs.c.locked_by == worker,
+            )
+            .values(state=JobState.DONE, result=batch.c.result, finished_at=now, locked_until=None)
+            .returning(slack_jobs.c.id)
+        )
+        return {int(job_id) for (job_id,) in (await self.c.execute(statement)).all()}
 
     async def retry_job(
         self,
