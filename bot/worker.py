@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from bot import logs
 from bot.clock import Clock
-from bot.service.deadline import GIVE_WAY_SECONDS, answering_lately, give_way
+from bot.service.deadline import answering_lately, give_way
 from bot.service.ports import Job, JobFailed, JobKind, JobRetry, Store
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ BUSY_SECONDS = 0.05
 # Due timers are claimed this many at a time, batch after batch for up to this long.
 TIMER_BATCH = 50
 TIMER_ROUND_SECONDS = 0.5
-# How long the worker waits for Slack requests under way before starting more jobs.
 
 
 def backoff(attempts: int) -> float:
@@ -199,8 +198,8 @@ class Worker:
         """Before each step (a batch of timers, a claim, a job; each Web API call gives way
         too), let the Slack requests being answered now go first (the process has one
         event loop: every step taken meanwhile would slow their answers down), for at
-        most `GIVE_WAY_SECONDS`, so that a stream of requests never stops the work."""
-        await give_way(GIVE_WAY_SECONDS)
+        most `deadline.GIVE_WAY_SECONDS`, so that a stream of requests never stops the work."""
+        await give_way()
 
     def _detach(self, job: Job) -> None:
         """Run a job that talks to something other than Slack (PagerDuty, an SMTP server)

@@ -531,7 +531,6 @@ async def _declared(database: Database, numbers: range, *, done_below: int) -> N
 
 
 async def _claim(database: Database) -> list[str]:
-    jobs = []
     async with SqlStore(database).transaction() as tx:
         jobs = await tx.claim_jobs(
             now=_NOW + timedelta(seconds=1), worker="worker", limit=4, lease_seconds=60

@@ -77,9 +77,7 @@ def answering() -> Iterator[None]:
         _last_answer[0] = time.monotonic()
         if not _waiting:
             while _quiet:
-                waiter = _quiet.pop()
-                if not waiter.done():
-                    waiter.set_result(None)
+                _wake(_quiet.pop())
 
 
 async def give_way(seconds: float = GIVE_WAY_SECONDS) -> None:

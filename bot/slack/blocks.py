@@ -123,14 +123,13 @@ def plain(value: Any) -> Any:
     own (confirmations) is left to it. `test_messages` holds the two equal over every
     message the bot renders."""
     if isinstance(value, JsonObject):
-        if type(value) is Option:
-            for name in _validators(Option):
-                getattr(value, name)()
-            return _option_json(value)
-        if type(value).to_dict is not JsonObject.to_dict:
+        kind = type(value)
+        if kind is not Option and kind.to_dict is not JsonObject.to_dict:
             return value.to_dict()
-        for name in _validators(type(value)):
+        for name in _validators(kind):
             getattr(value, name)()
+        if isinstance(value, Option):  # its own `to_dict`, made here in its block shape
+            return _option_json(value)
         return {
             key: plain(item)
             for key in sorted(value.attributes)
