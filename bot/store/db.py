@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import Executable
 
 from bot.service.deadline import commit_starting, in_request
 from bot.store import inline
@@ -123,24 +125,25 @@ class WriterQueue:
 SQLITE_BUSY_SECONDS = 10.0
 
 
-def create_writer_engine(url: str) -> AsyncEngine | None:
-    """SQLite on a file: the engine of the process's writing transactions, one connection
-    run on the event loop's thread (see `inline`). None for an in-memory database, whose
-    writes stay on the one engine that can see them."""
+def create_writer(url: str) -> inline.Writer | None:
+    """SQLite on a file: the process's one writing connection, run on the event loop's
+    thread (see `inline`). None for an in-memory database, whose writes stay on the one
+    engine that can see them."""
     parsed = make_url(url)
     path = parsed.database or ""
     if path in ("", ":memory:") or parsed.query.get("mode") == "memory":
         return None
-    engine = create_async_engine(
-        url,
-        async_creator=inline.creator(path, busy_seconds=SQLITE_BUSY_SECONDS),
-        pool_size=1,
-        max_overflow=0,
-    )
     # The busy timeout stays 0 there: the wait for another program's lock is an asyncio
     # sleep in `inline`, never a sleep of the loop's thread.
-    _sqlite_setup(engine, busy_timeout_ms=0)
-    return engine
+    return inline.Writer(path, busy_seconds=SQLITE_BUSY_SECONDS)
+
+
+def create_writer_engine(url: str, writer: inline.Writer) -> AsyncEngine:
+    """SQLAlchemy's view of `writer`'s connection, for the statements of a write
+    transaction that are not `prepared`: it neither begins nor ends transactions."""
+    return create_async_engine(
+        url, async_creator=writer.creator(), pool_size=1, max_overflow=0, pool_reset_on_return=None
+    )
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -202,11 +205,12 @@ class Database:
         # SQLite: the process's writers take turns here (one process per file, see single.py),
         # on a connection of their own that runs on the loop's thread.
         self._writers = WriterQueue() if self.is_sqlite else None
-        self._writer_engine = create_writer_engine(url) if self.is_sqlite else None
+        self._writer = create_writer(url) if self.is_sqlite else None
+        self._writer_engine = (
+            create_writer_engine(url, self._writer) if self._writer is not None else None
+        )
         self._checkpointer = (
-            inline.Checkpointer(make_url(url).database or "")
-            if self._writer_engine is not None
-            else None
+            inline.Checkpointer(make_url(url).database or "") if self._writer is not None else None
         )
 
     def reopen(self) -> Database:
@@ -232,14 +236,46 @@ class Database:
             async with self._transaction(read_only=read_only) as connection:
                 yield connection
             return
-        await self._writers.acquire(urgent=in_request())
+        if self._writer is None:  # SQLite in memory: one engine, writers in turn
+            await self._writers.acquire(urgent=in_request())
+            try:
+                async with self._transaction(read_only=False) as connection:
+                    yield connection
+            finally:
+                self._writers.release()
+            return
+        async with self.writing() as writing:
+            yield await writing.connection()
+
+    @property
+    def writes_directly(self) -> bool:
+        """Whether `writing()` is available: SQLite on a file."""
+        return self._writer is not None
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[WriteTransaction]:
+        """SQLite on a file: one write transaction, begun and ended on the writer's sqlite3
+        connection, in turn with the process's other writers (a Slack request's first).
+        Statements run there directly (`prepared.run`) or through SQLAlchemy's view of the
+        same connection, checked out only if one is needed."""
+        writer, engine, writers = self._writer, self._writer_engine, self._writers
+        if writer is None or engine is None or writers is None:
+            raise RuntimeError("only SQLite on a file writes directly")
+        await writers.acquire(urgent=in_request())
         try:
-            async with self._transaction(
-                read_only=False, engine=self._writer_engine or self.engine
-            ) as connection:
-                yield connection
+            writing = WriteTransaction(await writer.begin(), engine)
+            try:
+                yield writing
+                await writing.release()
+            except BaseException:
+                await writing.release()
+                writer.rollback()
+                raise
+            commit_starting()
+            await writer.commit()
         finally:
-            self._writers.release()
+            writer.rollback()  # still open only if this was interrupted: ended here
+            writers.release()
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
@@ -366,7 +402,34 @@ class Database:
             await self._checkpointer.close()
         if self._writer_engine is not None:
             await self._writer_engine.dispose()
+        if self._writer is not None:
+            self._writer.close()
         await self.engine.dispose()
+
+
+class WriteTransaction:
+    """SQLite's write transaction in progress (`Database.writing`): the sqlite3 connection
+    it runs on, and SQLAlchemy's view of it for statements that are not `prepared`."""
+
+    def __init__(self, raw: sqlite3.Connection, engine: AsyncEngine) -> None:
+        self.raw = raw
+        self.dialect = engine.dialect
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def connection(self) -> AsyncConnection:
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        return self._connection
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Any:
+        return await (await self.connection()).execute(statement, parameters)
+
+    async def release(self) -> None:
+        """Give SQLAlchemy's view back (its rollback does nothing: `inline`)."""
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()
 
 
 def _upgrade(connection: Connection) -> None:

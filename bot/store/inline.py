@@ -19,6 +19,12 @@ statement refused as busy did nothing, so trying it again is safe.
 Reads stay on aiosqlite's threads (`Database` uses this connection for writing
 transactions only): a read of ten thousand open incidents must not hold the loop.
 
+The writer's transactions are begun and ended on the sqlite3 connection itself
+(`Writer`), not through SQLAlchemy: a declaration's statements run there directly
+(`prepared`), and only other statements check out SQLAlchemy's view of the same
+connection, on which SQLAlchemy's own commit and rollback do nothing (`Writer.commit`
+and `Writer.rollback` decide).
+
 SQLite copies the write-ahead log back into the database file (a checkpoint) inside the
 commit that makes the log reach 1,000 pages: a few milliseconds of writing and syncing,
 about once in thirty declarations, that would stop the loop. Here `Checkpointer` does it
@@ -143,7 +149,9 @@ class _RunAtOnce:
 
 
 class InlineConnection:
-    """A sqlite3 connection with the part of aiosqlite's `Connection` SQLAlchemy uses."""
+    """The writer's sqlite3 connection with the part of aiosqlite's `Connection` SQLAlchemy
+    uses. Its transaction is `Writer`'s: SQLAlchemy's commit, rollback and close do
+    nothing (SQLAlchemy rolls back whatever it returns to its pool)."""
 
     def __init__(self, connection: sqlite3.Connection, busy_seconds: float) -> None:
         self._conn = connection
@@ -170,33 +178,74 @@ class InlineConnection:
         return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
-        await _patiently(self._conn.commit, self._busy_seconds)
+        """`Writer.commit` commits."""
 
     async def rollback(self) -> None:
-        self._conn.rollback()
+        """`Writer.rollback` rolls back."""
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)
 
     async def close(self) -> None:
-        self._conn.close()
+        """`Writer.close` closes."""
 
     def stop(self) -> None:
-        self._conn.close()
+        """`Writer.close` closes."""
 
 
-def creator(path: str, *, busy_seconds: float) -> Callable[[], Any]:
-    """SQLAlchemy's `async_creator` for the file at `path`."""
+class Writer:
+    """The process's one writing connection to the file at `path`, opened on first use.
 
-    async def connect() -> InlineConnection:
-        # Used on the loop's thread only; closed there too, except when the garbage
-        # collector ends a connection abandoned by a cancelled task.
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA busy_timeout=0")
-        connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
-        return InlineConnection(connection, busy_seconds)
+    Used on the loop's thread only, one transaction at a time (`db.WriterQueue`):
+    `begin` takes SQLite's write lock (`BEGIN IMMEDIATE`, waiting out another program's
+    lock with asyncio sleeps), `commit` or `rollback` ends it. SQLAlchemy reaches the same
+    connection through `creator`.
+    """
 
-    return connect
+    def __init__(self, path: str, *, busy_seconds: float) -> None:
+        self._path = path
+        self.busy_seconds = busy_seconds
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA busy_timeout=0")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
+            self._connection = connection
+        return self._connection
+
+    async def begin(self) -> sqlite3.Connection:
+        connection = self.connection
+        await _patiently(lambda: connection.execute("BEGIN IMMEDIATE"), self.busy_seconds)
+        return connection
+
+    async def commit(self) -> None:
+        connection = self.connection
+        await _patiently(lambda: connection.execute("COMMIT"), self.busy_seconds)
+
+    def rollback(self) -> None:
+        """Ends whatever transaction is open (none after a commit): never leaves one for
+        the next writer, whatever interrupted this one."""
+        if self._connection is not None and self._connection.in_transaction:
+            self._connection.rollback()
+
+    def creator(self) -> Callable[[], Any]:
+        """SQLAlchemy's `async_creator`: its view of this connection."""
+
+        async def connect() -> InlineConnection:
+            return InlineConnection(self.connection, self.busy_seconds)
+
+        return connect
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 class Checkpointer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
@@ -26,7 +27,7 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Dialect, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.actions import ActionItem
@@ -45,7 +46,9 @@ from bot.service.ports import (
     NewJob,
     SlackRefs,
 )
-from bot.store.db import WORKER_LOCK_CLASS, Database
+from bot.store import prepared
+from bot.store.db import WORKER_LOCK_CLASS, Database, WriteTransaction
+from bot.store.prepared import Prepared
 from bot.store.tables import (
     Json,
     UTCDateTime,
@@ -121,25 +124,42 @@ def _next_number_statement(*, postgres: bool) -> Any:
 
 # What a request runs on every declaration and every change, built once: SQLAlchemy then
 # compiles each of them once, instead of building and hashing the expression every time.
-_NEXT_NUMBER = {postgres: _next_number_statement(postgres=postgres) for postgres in (False, True)}
-_ADD_INCIDENT = insert(incidents)
-_SAVE_INCIDENT = update(incidents).where(
-    incidents.c.id == bindparam("b_id", type_=String()),
-    incidents.c.version == bindparam("b_version", type_=Integer()),
+_NEXT_NUMBER = {
+    postgres: Prepared(_next_number_statement(postgres=postgres)) for postgres in (False, True)
+}
+_ADD_INCIDENT = Prepared(insert(incidents))
+_SAVE_INCIDENT = Prepared(
+    update(incidents).where(
+        incidents.c.id == bindparam("b_id", type_=String()),
+        incidents.c.version == bindparam("b_version", type_=Integer()),
+    )
 )
 _BY_ID = select(incidents).where(incidents.c.id == bindparam("b_key", type_=String()))
 _BY_CHANNEL = select(incidents).where(incidents.c.channel_id == bindparam("b_key", type_=String()))
 _LOOKUPS = {
-    (column, lock): statement.with_for_update() if lock else statement
+    (column, lock): Prepared(statement.with_for_update() if lock else statement)
     for column, statement in (("id", _BY_ID), ("channel", _BY_CHANNEL))
     for lock in (False, True)
 }
-_ADD_EVENTS = insert(timeline)
-_ENQUEUE = insert(slack_jobs)
-_ADD_TIMERS = insert(timers)
-_MOVE_TIMER = (
+_ADD_EVENTS = Prepared(insert(timeline))
+_ENQUEUE = Prepared(insert(slack_jobs))
+_ADD_TIMERS = Prepared(insert(timers))
+_MOVE_TIMER = Prepared(
     update(timers).where(timers.c.id == bindparam("b_id", type_=Integer())).values(state="pending")
 )
+_TIMERS_OF = Prepared(
+    select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
+        timers.c.incident_id == bindparam("b_incident", type_=String())
+    )
+)
+_REMEMBER = {
+    postgres: Prepared(
+        (postgresql.insert if postgres else sqlite.insert)(once_keys).on_conflict_do_nothing(
+            index_elements=[once_keys.c.key]
+        )
+    )
+    for postgres in (False, True)
+}
 _CANCEL_TIMERS = (
     update(timers)
     .where(timers.c.id.in_(bindparam("b_ids", type_=Integer(), expanding=True)))
@@ -328,8 +348,17 @@ def _record(row: RowMapping) -> IncidentRecord:
 
 
 class _TimerMixin:
-    c: AsyncConnection
+    c: AsyncConnection | WriteTransaction
+    _raw: sqlite3.Connection | None
+    _dialect: Dialect
     _postgres: bool
+
+    async def _run(self, statement: Prepared, params: prepared.Params = None) -> Any:
+        """A statement of every declaration or change: directly on SQLite's writer, else
+        through SQLAlchemy (`prepared`)."""
+        if self._raw is not None:
+            return prepared.run(self._raw, self._dialect, statement, params)
+        return await self.c.execute(statement.statement, params)
 
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
@@ -353,17 +382,7 @@ class _TimerMixin:
         and `fire` decides whether it still matters); fired timers are never re-armed.
         `new`: the incident was added in this transaction, so it has no timers yet.
         """
-        rows = (
-            []
-            if new
-            else (
-                await self.c.execute(
-                    select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
-                        timers.c.incident_id == incident_id
-                    )
-                )
-            ).all()
-        )
+        rows = [] if new else (await self._run(_TIMERS_OF, {"b_incident": incident_id})).all()
         existing = {row.key: row for row in rows}
         wanted = {timer.key: timer for timer in planned}
         added = [
@@ -379,7 +398,7 @@ class _TimerMixin:
             if key not in existing
         ]
         if added:
-            await self.c.execute(_ADD_TIMERS, added)
+            await self._run(_ADD_TIMERS, added)
         moved: list[dict[str, Any]] = []
         cancelled: list[int] = []
         for key, row in existing.items():
@@ -391,7 +410,7 @@ class _TimerMixin:
                 cancelled.append(row.id)
         # One statement each, however many timers (an acknowledgement cancels a chain).
         if moved:
-            await self.c.execute(_MOVE_TIMER, moved)
+            await self._run(_MOVE_TIMER, moved)
         if cancelled:
             await self.c.execute(_CANCEL_TIMERS, {"b_ids": cancelled})
 
@@ -485,8 +504,10 @@ class _TimerMixin:
 
 
 class SqlTx(_TimerMixin):
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection | WriteTransaction) -> None:
         self.c = connection
+        self._raw = connection.raw if isinstance(connection, WriteTransaction) else None
+        self._dialect = connection.dialect
         self._postgres = connection.dialect.name == "postgresql"
 
     # ---- incidents ---------------------------------------------------------------------
@@ -499,7 +520,7 @@ class SqlTx(_TimerMixin):
         (`SqlStore.declaring`) and this is not called.
         """
         statement = _NEXT_NUMBER[self._postgres]
-        return int((await self.c.execute(statement, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
+        return int((await self._run(statement, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
 
     async def add_incident(self, record: IncidentRecord) -> None:
         incident = record.incident
@@ -507,12 +528,12 @@ class SqlTx(_TimerMixin):
         values = _values(incident)
         values |= {name: getattr(record.slack, name) for name in _REF_FIELDS}
         values |= {"id": incident.id, "day": day, "seq": int(seq), "version": 1}
-        await self.c.execute(_ADD_INCIDENT, values)
+        await self._run(_ADD_INCIDENT, values)
         incident.version = 1
 
     async def _lookup(self, column: str, key: str, lock: bool) -> IncidentRecord | None:
         statement = _LOOKUPS[column, lock and self._postgres]
-        row = (await self.c.execute(statement, {"b_key": key})).mappings().first()
+        row = (await self._run(statement, {"b_key": key})).mappings().first()
         return _record(row) if row else None
 
     async def get(self, incident_id: str, *, lock: bool = False) -> IncidentRecord | None:
@@ -528,7 +549,7 @@ class SqlTx(_TimerMixin):
             "b_version": incident.version,
             "version": incident.version + 1,
         }
-        result = await self.c.execute(_SAVE_INCIDENT, values)
+        result = await self._run(_SAVE_INCIDENT, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(incident.id)
         incident.version += 1
@@ -551,7 +572,7 @@ class SqlTx(_TimerMixin):
     async def add_events(self, incident_id: str, events: list[Event]) -> None:
         if not events:
             return
-        await self.c.execute(
+        await self._run(
             _ADD_EVENTS,
             [
                 {
@@ -667,7 +688,7 @@ class SqlTx(_TimerMixin):
     async def enqueue(self, jobs: list[NewJob], *, now: datetime) -> None:
         if not jobs:
             return
-        await self.c.execute(
+        await self._run(
             _ENQUEUE,
             [
                 {
@@ -869,13 +890,7 @@ class SqlTx(_TimerMixin):
         return int(count), max(0.0, (now - oldest).total_seconds())
 
     async def remember(self, key: str, *, now: datetime) -> bool:
-        dialect = postgresql if self._postgres else sqlite
-        statement = (
-            dialect.insert(once_keys)
-            .values(key=key[:200], at=now)
-            .on_conflict_do_nothing(index_elements=[once_keys.c.key])
-        )
-        result = await self.c.execute(statement)
+        result = await self._run(_REMEMBER[self._postgres], {"key": key[:200], "at": now})
         return bool(result.rowcount)
 
     async def forget_once_keys(self, *, before: datetime) -> int:
@@ -1074,6 +1089,10 @@ class SqlStore:
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+        if not read_only and self.database.writes_directly:
+            async with self.database.writing() as writing:
+                yield SqlTx(writing)
+            return
         async with self.database.transaction(read_only=read_only) as connection:
             yield SqlTx(connection)
 

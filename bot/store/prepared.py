@@ -1,0 +1,160 @@
+"""The statements of every declaration and every change, run on SQLite's writer directly.
+
+A declaration is five statements. Through SQLAlchemy's execution path each of them costs
+more than SQLite spends running it: an execution context, the bound values processed one
+by one through generic machinery, a result object, and two greenlet switches to reach the
+connection, which here is a plain sqlite3 connection on the loop's own thread (`inline`).
+Under a burst every request waits for the event loop, so that cost is what each waiting
+request pays, times the number of requests ahead of it.
+
+A `Prepared` statement is a fixed SQLAlchemy Core statement, still written as one and
+still run by SQLAlchemy wherever there is no direct connection (PostgreSQL, an in-memory
+SQLite database). On SQLite's writer it is compiled by SQLAlchemy once per set of columns
+given (`Plan`): the SQL text, the order of its parameters with their types' conversions
+to the database, and its result columns with their conversions back. Running it is then
+one call to sqlite3, and its rows come back as named tuples: what SQLAlchemy's compiler
+and type system would do, without its per-call bookkeeping.
+
+Only what a plan can do faithfully is accepted, and is refused when it is prepared: no
+column defaults computed in Python at execution time (every insert here names every such
+column), no expanding `IN` lists, no RETURNING from a batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+
+class Prepared:
+    """A Core statement run by SQLAlchemy, or directly on a sqlite3 connection (`run`)."""
+
+    __slots__ = ("_plans", "statement")
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
+
+    def plan(self, dialect: Dialect, keys: tuple[str, ...]) -> Plan:
+        """The statement compiled for `dialect` with the parameters named `keys`."""
+        found = self._plans.get((dialect.name, keys))
+        if found is None:
+            found = self._plans[dialect.name, keys] = Plan(self.statement, dialect, keys)
+        return found
+
+
+class Plan:
+    """A compiled statement: its SQL, how to bind a row of values, how to read its rows."""
+
+    def __init__(self, statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> None:
+        clause = cast(ClauseElement, statement)
+        compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=list(keys)))
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            raise ValueError(f"column defaults are computed at execution: {compiled}")
+        if any(bind.expanding for bind in compiled.binds.values()):
+            raise ValueError(f"an expanding parameter needs SQLAlchemy: {compiled}")
+        self.sql = compiled.string
+        self._binds: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self._binds.append((name, bind.required, bind.effective_value, processor))
+        columns = list(getattr(statement, "exported_columns", ()))
+        self.returns_rows = bool(columns)
+        self._readers = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ]
+        self._row = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        bound = []
+        for name, required, fixed, processor in self._binds:
+            if name in values:
+                value = values[name]
+            elif required:
+                raise KeyError(f"no value for the parameter {name!r} of: {self.sql}")
+            else:
+                value = fixed
+            bound.append(processor(value) if processor is not None else value)
+        return tuple(bound)
+
+    def read(self, rows: list[Any]) -> list[Any]:
+        readers = self._readers
+        return [
+            self._row(
+                *(
+                    reader(value) if reader is not None else value
+                    for reader, value in zip(readers, row, strict=True)
+                )
+            )
+            for row in rows
+        ]
+
+
+class Ran:
+    """What a prepared statement gave: the part of SQLAlchemy's result the store reads."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise ValueError(f"expected one row, got {len(self._rows)}")
+        return self._rows[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def mappings(self) -> Ran:
+        return Ran([row._asdict() for row in self._rows], self.rowcount)
+
+
+def run(
+    connection: sqlite3.Connection, dialect: Dialect, prepared: Prepared, params: Params = None
+) -> Ran:
+    """Run `prepared` on `connection` (inside the caller's transaction). A list of
+    parameter sets runs as one batch; errors are raised as SQLAlchemy raises them."""
+    batch: Sequence[Mapping[str, Any]] | None = None
+    if params is None or isinstance(params, Mapping):
+        first: Mapping[str, Any] = params or {}
+    else:
+        batch = params
+        if not batch:
+            return Ran([], 0)
+        first = batch[0]
+    plan = prepared.plan(dialect, tuple(first))
+    try:
+        if batch is not None:
+            if plan.returns_rows:
+                raise ValueError(f"rows returned by a batch are not read: {plan.sql}")
+            cursor = connection.executemany(plan.sql, [plan.bind(row) for row in batch])
+            return Ran([], cursor.rowcount)
+        cursor = connection.execute(plan.sql, plan.bind(first))
+        rows = plan.read(cursor.fetchall()) if plan.returns_rows else []
+        return Ran(rows, cursor.rowcount)
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(plan.sql, params, error, sqlite3.Error) from error

@@ -1,0 +1,184 @@
+"""SQLite: a declaration's and a change's statements run on the writer's sqlite3 connection
+directly (`bot.store.prepared`), and store exactly what SQLAlchemy would have stored.
+
+How much faster that answers a burst is the benchmark's (`python -m bench.load`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import IntegrityError
+
+from bot.clock import FakeClock
+from bot.domain.policy import default_policy
+from bot.service.incidents import IncidentService, Where
+from bot.store import prepared, tables
+from bot.store.db import Database
+from bot.store.repository import SqlStore, SqlTx
+
+
+class ThroughSQLAlchemy(SqlStore):
+    """The same store with every statement run by SQLAlchemy, as before `prepared`."""
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+        async with self.database.transaction(read_only=read_only) as connection:
+            yield SqlTx(connection)
+
+
+async def _migrated(path: Path) -> Database:
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    await database.migrate()
+    return database
+
+
+async def _journey(store: SqlStore) -> None:
+    """A declaration from the form (services, tags, its once-key), then what people do."""
+    clock = FakeClock()
+    service = IncidentService(store=store, policy=default_policy(), clock=clock)
+    declared = await service.declare(
+        severity="sev2",
+        title="checkout <errors> & timeouts",
+        by="U1",
+        origin_channel_id="C1",
+        response_url="https://hooks.slack.com/commands/1",
+        services=["payments", "api"],
+        impact="EU customers cannot pay",
+        tags=["eu"],
+        once="V1",
+    )
+    where = Where(incident_id=declared.incident.id)
+    clock.advance(timedelta(minutes=3))
+    await service.add_note(where, by="U2", text="retries are piling up")
+    await service.acknowledge(where, by="U2")
+    clock.advance(timedelta(minutes=10))
+    await service.post_update(where, by="U2", text="rolled back", status="monitoring")
+    await service.declare(severity="sev4", title="second", by="U3")
+    clock.advance(timedelta(minutes=20))
+    await service.resolve(where, by="U2", summary="fixed by the rollback")
+
+
+async def _contents(database: Database) -> dict[str, list[tuple[Any, ...]]]:
+    found = {}
+    async with database.transaction(read_only=True) as connection:
+        for table in tables.metadata.sorted_tables:
+            rows = await connection.execute(select(table).order_by(*table.primary_key.columns))
+            found[table.name] = [tuple(row) for row in rows]
+    return found
+
+
+async def test_direct_writes_store_what_sqlalchemy_stores(tmp_path: Path) -> None:
+    direct = await _migrated(tmp_path / "direct.db")
+    through = await _migrated(tmp_path / "through.db")
+    try:
+        await _journey(SqlStore(direct))
+        await _journey(ThroughSQLAlchemy(through))
+        stored = await _contents(direct)
+        assert stored == await _contents(through)
+        assert len(stored["incidents"]) == 2
+        assert len(stored["timeline"]) > 5
+        assert len(stored["slack_jobs"]) > 10
+        assert stored["timers"]
+        assert stored["once_keys"]
+    finally:
+        await direct.dispose()
+        await through.dispose()
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite file: its writes go straight to sqlite3."""
+    database = await _migrated(tmp_path / "incidents.db")
+    assert database.writes_directly
+    yield database
+    await database.dispose()
+
+
+async def test_a_declaration_and_a_note_run_no_statement_through_sqlalchemy(
+    database: Database,
+) -> None:
+    """Every statement of a declaration and of a note goes straight to sqlite3: SQLAlchemy's
+    execution path, which cost more than SQLite itself, runs none of them."""
+    through_sqlalchemy: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        through_sqlalchemy.append(statement)
+
+    engines = [database.engine.sync_engine]
+    if database._writer_engine is not None:
+        engines.append(database._writer_engine.sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    service = IncidentService(store=SqlStore(database), policy=default_policy(), clock=FakeClock())
+    try:
+        declared = await service.declare(severity="sev1", title="payments down", by="U1")
+        await service.add_note(Where(incident_id=declared.incident.id), by="U1", text="a note")
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert through_sqlalchemy == []
+    record = await service.find(Where(incident_id=declared.incident.id))
+    assert record.incident.title == "payments down"
+    timeline = await service.timeline(record.incident.id)
+    assert [entry.kind for entry in timeline][-1] == "note_added"
+
+
+async def test_a_failed_direct_write_leaves_nothing_and_the_writer_free(
+    database: Database,
+) -> None:
+    """An error raised by sqlite3 reaches the caller as SQLAlchemy's (callers catch those),
+    the whole transaction is rolled back, and the next writer writes."""
+    store = SqlStore(database)
+    service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev3", title="first", by="U1")
+
+    async def twice() -> None:
+        async with store.transaction() as tx:
+            await tx.remember("a key", now=FakeClock().now())
+            await tx.add_incident(declared.record)  # the same id again
+
+    with pytest.raises(IntegrityError):
+        await twice()
+    async with store.transaction() as tx:
+        assert await tx.remember("a key", now=FakeClock().now())  # rolled back above
+    await service.declare(severity="sev3", title="second", by="U1")
+    assert len((await _contents(database))["incidents"]) == 2
+
+
+async def test_a_write_cancelled_midway_leaves_no_transaction_open(database: Database) -> None:
+    """A request past its deadline is cancelled wherever it is: what it wrote is rolled
+    back, and the writer's connection is handed on with no transaction open."""
+    store = SqlStore(database)
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        async with store.transaction() as tx:
+            await tx.remember("cancelled", now=FakeClock().now())
+            await tx.c.execute(text("SELECT 1"))  # SQLAlchemy's view checked out too
+            started.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(stuck())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5), store.transaction() as tx:
+        assert await tx.remember("cancelled", now=FakeClock().now())
+    assert [row[0] for row in (await _contents(database))["once_keys"]] == ["cancelled"]
+
+
+def test_what_a_plan_cannot_do_faithfully_is_refused_when_prepared() -> None:
+    """A column default computed at execution time would be silently left out."""
+    statement = prepared.Prepared(tables.incidents.insert())
+    database = Database("sqlite+aiosqlite:///:memory:")
+    with pytest.raises(ValueError, match="defaults"):
+        statement.plan(database.engine.dialect, ("id", "title"))
