@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import load, timers
+from bench import declare, load, timers
 
 
 def main() -> None:
     sys.argv = [sys.argv[0]]
+    declare.main()
     load.main()
     timers.main()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,13 @@ import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
+from bench.declare import ThroughSQLAlchemy
 from bot.clock import FakeClock
 from bot.domain.policy import default_policy
 from bot.service.incidents import IncidentService, Where
 from bot.store import prepared, tables
 from bot.store.db import Database
-from bot.store.repository import SqlStore, SqlTx
-
-
-class ThroughSQLAlchemy(SqlStore):
-    """The same store with every statement run by SQLAlchemy, as before `prepared`."""
-
-    @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
-        async with self.database.transaction(read_only=read_only) as connection:
-            yield SqlTx(connection)
+from bot.store.repository import SqlStore
 
 
 async def _migrated(path: Path) -> Database:

@@ -133,19 +133,21 @@ class Ran:
         return Ran([row._asdict() for row in self._rows], self.rowcount)
 
 
+def _split(params: Params) -> tuple[Sequence[Mapping[str, Any]] | None, Mapping[str, Any]]:
+    """(the batch, or None for one set of parameters; the first set)."""
+    if params is None or isinstance(params, Mapping):
+        return None, params or {}
+    return params, params[0] if params else {}
+
+
 def run(
     connection: sqlite3.Connection, dialect: Dialect, prepared: Prepared, params: Params = None
 ) -> Ran:
     """Run `prepared` on `connection` (inside the caller's transaction). A list of
     parameter sets runs as one batch; errors are raised as SQLAlchemy raises them."""
-    batch: Sequence[Mapping[str, Any]] | None = None
-    if params is None or isinstance(params, Mapping):
-        first: Mapping[str, Any] = params or {}
-    else:
-        batch = params
-        if not batch:
-            return Ran([], 0)
-        first = batch[0]
+    batch, first = _split(params)
+    if batch is not None and not batch:
+        return Ran([], 0)
     plan = prepared.plan(dialect, tuple(first))
     try:
         if batch is not None:
