@@ -635,6 +635,8 @@ async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Databa
             statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", capture)
+    if database._writer is not None:  # SQLite: these statements go to sqlite3 directly
+        database._writer.connection.set_trace_callback(lambda sql: capture(None, None, sql))
     try:
         async with SqlStore(database).transaction() as tx:
             held = await tx.finish_jobs(
@@ -644,6 +646,8 @@ async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Databa
             )
     finally:
         event.remove(engine, "before_cursor_execute", capture)
+        if database._writer is not None:
+            database._writer.connection.set_trace_callback(None)
     assert held == {2, 3}  # 5 is not a claim of this worker
     async with database.transaction(read_only=True) as connection:
         rows = (

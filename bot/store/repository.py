@@ -267,7 +267,7 @@ _HELD = and_(
     slack_jobs.c.state == JobState.RUNNING,
     slack_jobs.c.locked_by == bindparam("b_worker", type_=String()),
 )
-_FINISH = (
+_FINISH = Prepared(
     update(slack_jobs)
     .where(_HELD)
     .values(
@@ -277,7 +277,9 @@ _FINISH = (
         locked_until=None,
     )
 )
-_SAVE_RESULT = update(slack_jobs).where(_HELD).values(result=bindparam("b_result", type_=Json))
+_SAVE_RESULT = Prepared(
+    update(slack_jobs).where(_HELD).values(result=bindparam("b_result", type_=Json))
+)
 
 
 def _action(data: dict[str, Any]) -> ActionItem:
@@ -757,7 +759,7 @@ class SqlTx(_TimerMixin):
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
     ) -> bool:
         values = {"b_job": job_id, "b_worker": worker, "b_result": result, "b_now": now}
-        outcome = await self.c.execute(_FINISH, values)
+        outcome = await self._run(_FINISH, values)
         return bool(outcome.rowcount)
 
     async def finish_jobs(
@@ -827,7 +829,7 @@ class SqlTx(_TimerMixin):
 
     async def save_job_result(self, job_id: int, result: dict[str, Any], *, worker: str) -> bool:
         values = {"b_job": job_id, "b_worker": worker, "b_result": result}
-        outcome = await self.c.execute(_SAVE_RESULT, values)
+        outcome = await self._run(_SAVE_RESULT, values)
         return bool(outcome.rowcount)
 
     async def renew_jobs(
