@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 
+from bench.declare import ThroughSQLAlchemy
 from bot import worker as worker_module
 from bot.service.deadline import answering, within
 from bot.slack.app import Background
@@ -554,8 +555,8 @@ async def _work_of_a_claim(database: Database) -> int:
 
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        with contextlib.suppress(Undo):
-            async with SqlStore(database).transaction() as tx:
+        with contextlib.suppress(Undo):  # SQLAlchemy runs it here, to be captured
+            async with ThroughSQLAlchemy(database).transaction() as tx:
                 await tx.claim_jobs(
                     now=_NOW + timedelta(seconds=1), worker="worker", limit=4, lease_seconds=60
                 )

@@ -172,4 +172,4 @@ def test_what_a_plan_cannot_do_faithfully_is_refused_when_prepared() -> None:
     statement = prepared.Prepared(tables.incidents.insert())
     database = Database("sqlite+aiosqlite:///:memory:")
     with pytest.raises(ValueError, match="defaults"):
-        statement.plan(database.engine.dialect, ("id", "title"))
+        statement.plan(database.engine.dialect, {"id": "INC-1", "title": "t"})

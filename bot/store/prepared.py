@@ -17,7 +17,8 @@ and type system would do, without its per-call bookkeeping.
 
 Only what a plan can do faithfully is accepted, and is refused when it is prepared: no
 column defaults computed in Python at execution time (every insert here names every such
-column), no expanding `IN` lists, no RETURNING from a batch.
+column), no RETURNING from a batch. An expanding `IN` list is written out by SQLAlchemy,
+once for each length it comes with.
 """
 
 from __future__ import annotations
@@ -38,36 +39,81 @@ Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 class Prepared:
     """A Core statement run by SQLAlchemy, or directly on a sqlite3 connection (`run`)."""
 
-    __slots__ = ("_plans", "statement")
+    __slots__ = ("_compiled", "_plans", "statement")
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
+        self._compiled: dict[tuple[str, tuple[str, ...]], tuple[SQLCompiler, list[str]]] = {}
+        self._plans: dict[tuple[str, tuple[str, ...], tuple[int, ...]], Plan] = {}
 
-    def plan(self, dialect: Dialect, keys: tuple[str, ...]) -> Plan:
-        """The statement compiled for `dialect` with the parameters named `keys`."""
-        found = self._plans.get((dialect.name, keys))
+    def plan(self, dialect: Dialect, values: Mapping[str, Any]) -> Plan:
+        """The statement compiled for `dialect` with the parameters `values` name (and as
+        many elements in each expanding `IN` list as they give)."""
+        keys = tuple(values)
+        found = self._compiled.get((dialect.name, keys))
         if found is None:
-            found = self._plans[dialect.name, keys] = Plan(self.statement, dialect, keys)
-        return found
+            found = self._compiled[dialect.name, keys] = _compile(self.statement, dialect, keys)
+        compiled, expanding = found
+        lengths = tuple(
+            len(values[name] if name in values else compiled.binds[name].effective_value or ())
+            for name in expanding
+        )
+        plan = self._plans.get((dialect.name, keys, lengths))
+        if plan is None:
+            plan = Plan(self.statement, compiled, dialect, expanding, values)
+            self._plans[dialect.name, keys, lengths] = plan
+        return plan
+
+
+def _compile(
+    statement: Executable, dialect: Dialect, keys: tuple[str, ...]
+) -> tuple[SQLCompiler, list[str]]:
+    clause = cast(ClauseElement, statement)
+    compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=list(keys)))
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        raise ValueError(f"column defaults are computed at execution: {compiled}")
+    # `binds` also holds each anonymous parameter under its label; the names used in the
+    # SQL are `bind_names`'.
+    return compiled, [name for bind, name in compiled.bind_names.items() if bind.expanding]
 
 
 class Plan:
     """A compiled statement: its SQL, how to bind a row of values, how to read its rows."""
 
-    def __init__(self, statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> None:
-        clause = cast(ClauseElement, statement)
-        compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=list(keys)))
-        if compiled.insert_prefetch or compiled.update_prefetch:
-            raise ValueError(f"column defaults are computed at execution: {compiled}")
-        if any(bind.expanding for bind in compiled.binds.values()):
-            raise ValueError(f"an expanding parameter needs SQLAlchemy: {compiled}")
+    def __init__(
+        self,
+        statement: Executable,
+        compiled: SQLCompiler,
+        dialect: Dialect,
+        expanding: list[str],
+        values: Mapping[str, Any],
+    ) -> None:
+        names: Sequence[str] = compiled.positiontup or ()
         self.sql = compiled.string
-        self._binds: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
-        for name in compiled.positiontup or ():
-            bind = compiled.binds[name]
+        if expanding:  # SQLAlchemy writes out each IN list, one parameter per element
+            state = compiled.construct_expanded_state(dict(values))
+            self.sql, names = state.statement, state.positiontup or ()
+        # (where the value comes from: parameter name, element of its list or None), whether
+        # it must be given, its value otherwise, its type's conversion to the database
+        self._binds: list[tuple[str, int | None, bool, Any, Callable[[Any], Any] | None]] = []
+        for name in names:
+            source, element = name, None
+            if name not in compiled.binds:
+                source, _, number = name.rpartition("_")
+                if source not in expanding or not number.isdigit():
+                    raise ValueError(f"a parameter SQLAlchemy added is not understood: {name}")
+                element = int(number) - 1
+            bind = compiled.binds[source]
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self._binds.append((name, bind.required, bind.effective_value, processor))
+            self._binds.append(
+                (
+                    source,
+                    element,
+                    bind.required or element is not None,
+                    bind.effective_value,
+                    processor,
+                )
+            )
         columns = list(getattr(statement, "exported_columns", ()))
         self.returns_rows = bool(columns)
         self._readers = [
@@ -77,13 +123,15 @@ class Plan:
 
     def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         bound = []
-        for name, required, fixed, processor in self._binds:
+        for name, element, required, fixed, processor in self._binds:
             if name in values:
                 value = values[name]
-            elif required:
+            elif fixed is None and required:
                 raise KeyError(f"no value for the parameter {name!r} of: {self.sql}")
             else:
                 value = fixed
+            if element is not None:
+                value = value[element]
             bound.append(processor(value) if processor is not None else value)
         return tuple(bound)
 
@@ -148,7 +196,7 @@ def run(
     batch, first = _split(params)
     if batch is not None and not batch:
         return Ran([], 0)
-    plan = prepared.plan(dialect, tuple(first))
+    plan = prepared.plan(dialect, first)
     try:
         if batch is not None:
             if plan.returns_rows:

@@ -209,7 +209,7 @@ def _abandoned(locked_by: Any, locked_until: Any, now: Any, *, postgres: bool) -
 
 
 @functools.cache
-def _claim_statement(*, postgres: bool) -> Any:
+def _claim_statement(*, postgres: bool) -> Prepared:
     """`claim_jobs`' one statement, built once (building it took more of the worker's time
     than running it): choose the claimable jobs and claim them, returning their rows.
 
@@ -247,7 +247,7 @@ def _claim_statement(*, postgres: bool) -> Any:
     )
     if postgres:
         chosen = chosen.with_for_update(skip_locked=True, of=slack_jobs)
-    return (
+    return Prepared(
         update(slack_jobs)
         .where(jobs.id.in_(chosen.scalar_subquery()))
         .values(
@@ -258,6 +258,11 @@ def _claim_statement(*, postgres: bool) -> Any:
         )
         .returning(*slack_jobs.c)
     )
+
+
+_INCIDENTS_IN = Prepared(
+    select(incidents).where(incidents.c.id.in_(bindparam("b_ids", type_=String(), expanding=True)))
+)
 
 
 # A job's row while `b_worker` holds its claim (fencing: a worker whose lease was taken
@@ -732,14 +737,12 @@ class SqlTx(_TimerMixin):
             "b_limit": limit,
             "b_until": now + timedelta(seconds=lease_seconds),
         }
-        rows = sorted(
-            (await self.c.execute(statement, values)).mappings(), key=lambda row: row["id"]
-        )
+        rows = sorted((await self._run(statement, values)).mappings(), key=lambda row: row["id"])
         wanted = sorted({row["incident_id"] for row in rows if row["incident_id"]})
         found: dict[str, IncidentRecord] = {}
         if wanted:
-            read = select(incidents).where(incidents.c.id.in_(wanted))
-            found = {row["id"]: _record(row) for row in (await self.c.execute(read)).mappings()}
+            read = await self._run(_INCIDENTS_IN, {"b_ids": wanted})
+            found = {row["id"]: _record(row) for row in read.mappings()}
         return [
             Job(
                 id=row["id"],
