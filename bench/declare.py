@@ -1,15 +1,15 @@
-"""What one declaration costs the event loop, in the process: the store's direct path
-against the same statements run by SQLAlchemy.
+"""What one declaration costs the event loop, in the process, on SQLite and PostgreSQL.
 
 Under a burst every waiting request pays for the loop time of those ahead of it, so this
 cost, not the database's, sets the acknowledgement latency of `bench.load`'s declare rows.
 N declarations are made one after another through `IncidentService.declare` (no HTTP, no
-Slack, no worker) on a new SQLite file: once as the bot runs them (on SQLite, its writer
-runs the declaration's statements directly: `bot.store.prepared`), once with every
-statement run by SQLAlchemy, as before that. PostgreSQL's statements always run through
-SQLAlchemy; its row is for comparison.
+Slack, no worker) on a new database, after a warm-up.
 
     python -m bench.declare [--declarations 2000] [--postgres-url URL] [--no-postgres]
+
+To compare with an earlier commit, run this file against that commit's `bot` package:
+`git worktree add /tmp/old <commit>`, then from a directory outside both checkouts
+`PYTHONPATH=/tmp/old <this checkout>/.venv/bin/python <this checkout>/bench/declare.py`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def _declarations(store: SqlStore, count: int) -> tuple[float, float]:
     )
 
 
-async def _row(name: str, url: str, count: int, *, direct: bool) -> tuple[str, float, float]:
+async def _row(name: str, url: str, count: int) -> tuple[str, float, float]:
     database = Database(url)
     await database.migrate()
     try:
@@ -93,7 +93,7 @@ async def _postgres(admin_url: str, count: int) -> tuple[str, float, float] | No
         async with admin.transaction() as connection:
             await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
-    return "PostgreSQL (through SQLAlchemy)", wall, cpu
+    return "PostgreSQL", wall, cpu
 
 
 async def measure(count: int, postgres_url: str | None) -> list[tuple[str, float, float]]:
@@ -101,18 +101,9 @@ async def measure(count: int, postgres_url: str | None) -> list[tuple[str, float
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(
             await _row(
-                "SQLite, direct (the bot)",
-                f"sqlite+aiosqlite:///{Path(tmp) / 'direct.db'}",
+                "SQLite",
+                f"sqlite+aiosqlite:///{Path(tmp) / 'incidents.db'}",
                 count,
-                direct=True,
-            )
-        )
-        rows.append(
-            await _row(
-                "SQLite, through SQLAlchemy",
-                f"sqlite+aiosqlite:///{Path(tmp) / 'through.db'}",
-                count,
-                direct=False,
             )
         )
     if postgres_url:
