@@ -19,8 +19,6 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import text
@@ -30,19 +28,9 @@ from bot.clock import FakeClock
 from bot.domain.policy import default_policy
 from bot.service.incidents import IncidentService
 from bot.store.db import Database
-from bot.store.repository import SqlStore, SqlTx
+from bot.store.repository import SqlStore
 
 _WARM_UP = 200
-
-
-class ThroughSQLAlchemy(SqlStore):
-    """Every statement run by SQLAlchemy (its transactions still begun and committed by the
-    writer, as the bot's other statements are)."""
-
-    @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
-        async with self.database.transaction(read_only=read_only) as connection:
-            yield SqlTx(connection)
 
 
 async def _declarations(store: SqlStore, count: int) -> tuple[float, float]:

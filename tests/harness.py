@@ -10,6 +10,8 @@ A test reads like a conversation::
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,7 @@ from bot.devtools.fakeslack import Channel, FakeSlack, Message
 from bot.runtime import Runtime
 from bot.service.incidents import Where
 from bot.service.ports import IncidentRecord
+from bot.store.repository import SqlStore, SqlTx
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 SIGNING_SECRET = "test-signing-secret-8f2a"
@@ -190,3 +193,13 @@ def post_as(channel: Channel, user: str, text: str, *, at: datetime) -> Message:
     message = Message(ts=f"{at.timestamp():.6f}", user=user, text=text)
     channel.messages.append(message)
     return message
+
+
+class ThroughSQLAlchemy(SqlStore):
+    """The store with every statement run by SQLAlchemy, none directly on SQLite's writer
+    (`bot.store.prepared`): its transactions are still begun and committed by the writer."""
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+        async with self.database.transaction(read_only=read_only) as connection:
+            yield SqlTx(connection)

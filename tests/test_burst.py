@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 
-from bench.declare import ThroughSQLAlchemy
 from bot import worker as worker_module
 from bot.service.deadline import answering, within
 from bot.slack.app import Background
@@ -33,7 +32,7 @@ from bot.store.db import Database, WriterQueue
 from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
 from bot.store.repository import SqlStore, _take_number
 from tests.conftest import _postgres_param
-from tests.harness import Slack
+from tests.harness import Slack, ThroughSQLAlchemy
 
 
 async def test_writers_take_turns_in_order_requests_first() -> None:

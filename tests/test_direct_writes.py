@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
-from bench.declare import ThroughSQLAlchemy
 from bot.clock import FakeClock
 from bot.domain.policy import default_policy
 from bot.service.incidents import IncidentService, Where
 from bot.store import prepared, tables
 from bot.store.db import Database
 from bot.store.repository import SqlStore
+from tests.harness import ThroughSQLAlchemy
 
 
 async def _migrated(path: Path) -> Database:

@@ -43,7 +43,11 @@ STATEMENT_SECONDS = 15.0
 READ_ONLY = "incident_bot_read_only"
 
 
-def _sqlite_setup(engine: AsyncEngine, *, busy_timeout_ms: int = 10000) -> None:
+# SQLite's readers (and in-memory writers): how long SQLite itself waits for a lock.
+_BUSY_TIMEOUT_MS = 10000
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
     """WAL, a busy timeout, foreign keys, and `BEGIN IMMEDIATE` for every writing transaction.
 
     Taking the write lock at BEGIN means a reader never has to upgrade to a writer (which
@@ -57,10 +61,9 @@ def _sqlite_setup(engine: AsyncEngine, *, busy_timeout_ms: int = 10000) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in inline.PRAGMAS:
+            cursor.execute(pragma)
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -266,15 +269,12 @@ class Database:
             writing = WriteTransaction(await writer.begin(), engine)
             try:
                 yield writing
+            finally:
                 await writing.release()
-            except BaseException:
-                await writing.release()
-                writer.rollback()
-                raise
             commit_starting()
             await writer.commit()
         finally:
-            writer.rollback()  # still open only if this was interrupted: ended here
+            writer.rollback()  # still open only if the work failed or was interrupted
             writers.release()
         if self._checkpointer is not None:
             self._checkpointer.committed()

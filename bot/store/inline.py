@@ -49,6 +49,10 @@ CHECKPOINT_EVERY = 100
 # The log's size at which the writer checkpoints in its commit after all (SQLite: 1,000).
 WRITER_CHECKPOINT_PAGES = 4000
 
+# What every connection to the file sets, the writer's and the readers': the write-ahead
+# log, foreign keys enforced, and a commit that waits for the disk only at checkpoints.
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL")
+
 # First waits when the database is locked by another program, then the longest one.
 _BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 _LONGEST = 0.1
@@ -211,10 +215,9 @@ class Writer:
     def connection(self) -> sqlite3.Connection:
         if self._connection is None:
             connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            for pragma in PRAGMAS:
+                connection.execute(pragma)
             connection.execute("PRAGMA busy_timeout=0")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             self._connection = connection
         return self._connection

@@ -109,7 +109,7 @@ class Plan:
                 (
                     source,
                     element,
-                    bind.required or element is not None,
+                    bind.required,
                     bind.effective_value,
                     processor,
                 )
