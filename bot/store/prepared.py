@@ -28,23 +28,72 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 
 class Prepared:
-    """A Core statement run by SQLAlchemy, or directly on a sqlite3 connection (`run`)."""
+    """A Core statement run by SQLAlchemy, or directly on a sqlite3 connection (`run`).
 
-    __slots__ = ("_compiled", "_plans", "statement")
+    `batch`: on PostgreSQL the statement may wait with the transaction's other writes and
+    go to the server with them (`bot.store.batch`); only a plain insert, or an update that
+    returns nothing and has no expanding list. `key`: the parameter that names the one row
+    such an update changes by its primary key (`WHERE id = :key`). `tables` are the tables
+    it reads or writes, `target` the one it writes.
+    """
 
-    def __init__(self, statement: Executable) -> None:
+    __slots__ = (
+        "_compiled",
+        "_plans",
+        "batchable",
+        "key",
+        "plain_insert",
+        "reads",
+        "statement",
+        "tables",
+        "target",
+    )
+
+    def __init__(
+        self, statement: Executable, *, batch: bool = False, key: str | None = None
+    ) -> None:
         self.statement = statement
         self._compiled: dict[tuple[str, tuple[str, ...]], tuple[SQLCompiler, list[str]]] = {}
         self._plans: dict[tuple[str, tuple[str, ...], tuple[int, ...]], Plan] = {}
+        elements = list(visitors.iterate(cast(ClauseElement, statement)))
+        self.tables = frozenset(e.name for e in elements if isinstance(e, Table))
+        written = (
+            getattr(statement, "table", None) if isinstance(statement, Insert | Update) else None
+        )
+        self.target: str | None = written.name if isinstance(written, Table) else None
+        self.plain_insert = isinstance(statement, Insert) and self.tables == {self.target}
+        # What its sub-statement would read of what others wrote: a plain insert, nothing.
+        self.reads = frozenset() if self.plain_insert else self.tables
+        if batch:
+            # a batch writes the rows with insert(table).values(rows): nothing else may differ
+            plain = type(statement) is Insert and str(statement) == str(
+                insert(cast(Table, written))
+            )
+            if not (plain or type(statement) is Update):
+                raise ValueError(f"only a plain insert or an update waits in a batch: {statement}")
+            if getattr(statement, "exported_columns", None):
+                raise ValueError(f"a statement returning rows is run at once: {statement}")
+            if any(isinstance(e, BindParameter) and e.expanding for e in elements):
+                raise ValueError(f"an expanding list is not batched: {statement}")
+        if key is not None and not (batch and _pins_by_primary_key(statement, key)):
+            raise ValueError(f"{key!r} does not name the row by its primary key: {statement}")
+        self.batchable = batch
+        self.key = key
+        if key is not None:  # it reads its own table only at the row it names
+            self.reads = self.tables - {self.target}
 
     def plan(self, dialect: Dialect, values: Mapping[str, Any]) -> Plan:
         """The statement compiled for `dialect` with the parameters `values` name (and as
@@ -63,6 +112,24 @@ class Prepared:
             plan = Plan(self.statement, compiled, dialect, expanding, values)
             self._plans[dialect.name, keys, lengths] = plan
         return plan
+
+
+def _pins_by_primary_key(statement: Any, key: str) -> bool:
+    """Whether the update's WHERE clause says `<primary key> = :key` (AND anything else)."""
+    table, where = statement.table, statement.whereclause
+    primary = list(table.primary_key.columns)
+    if where is None or len(primary) != 1:
+        return False
+    for element in visitors.iterate(where):
+        if (
+            isinstance(element, BinaryExpression)
+            and element.operator is operators.eq
+            and element.left is primary[0]
+            and isinstance(element.right, BindParameter)
+            and element.right.key == key
+        ):
+            return True
+    return False
 
 
 def _compile(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Executable
 
 from bot.domain.actions import ActionItem
 from bot.domain.clocks import Timer, TimerKind
@@ -36,6 +37,7 @@ from bot.domain.incident import Event, Incident
 from bot.domain.policy import RESOLVED
 from bot.domain.statuspage import PublicIncident, PublicUpdate
 from bot.domain.timeline import TimelineEntry
+from bot.service.deadline import commit_starting
 from bot.service.ports import (
     AlertKey,
     ClaimedTimer,
@@ -47,6 +49,7 @@ from bot.service.ports import (
     SlackRefs,
 )
 from bot.store import prepared
+from bot.store.batch import Batch
 from bot.store.db import WORKER_LOCK_CLASS, Database, WriteTransaction
 from bot.store.prepared import Prepared
 from bot.store.tables import (
@@ -127,12 +130,14 @@ def _next_number_statement(*, postgres: bool) -> Any:
 _NEXT_NUMBER = {
     postgres: Prepared(_next_number_statement(postgres=postgres)) for postgres in (False, True)
 }
-_ADD_INCIDENT = Prepared(insert(incidents))
+_ADD_INCIDENT = Prepared(insert(incidents), batch=True)
 _SAVE_INCIDENT = Prepared(
     update(incidents).where(
         incidents.c.id == bindparam("b_id", type_=String()),
         incidents.c.version == bindparam("b_version", type_=Integer()),
-    )
+    ),
+    batch=True,
+    key="b_id",
 )
 _BY_ID = select(incidents).where(incidents.c.id == bindparam("b_key", type_=String()))
 _BY_CHANNEL = select(incidents).where(incidents.c.channel_id == bindparam("b_key", type_=String()))
@@ -141,11 +146,27 @@ _LOOKUPS = {
     for column, statement in (("id", _BY_ID), ("channel", _BY_CHANNEL))
     for lock in (False, True)
 }
-_ADD_EVENTS = Prepared(insert(timeline))
-_ENQUEUE = Prepared(insert(slack_jobs))
-_ADD_TIMERS = Prepared(insert(timers))
+_ADD_EVENTS = Prepared(insert(timeline), batch=True)
+_ENQUEUE = Prepared(insert(slack_jobs), batch=True)
+_ADD_TIMERS = Prepared(insert(timers), batch=True)
 _MOVE_TIMER = Prepared(
-    update(timers).where(timers.c.id == bindparam("b_id", type_=Integer())).values(state="pending")
+    update(timers).where(timers.c.id == bindparam("b_id", type_=Integer())).values(state="pending"),
+    batch=True,
+    key="b_id",
+)
+_CANCEL_TIMER = Prepared(
+    update(timers)
+    .where(timers.c.id == bindparam("b_id", type_=Integer()))
+    .values(state="cancelled"),
+    batch=True,
+    key="b_id",
+)
+# A job's outcome written on the incident (its channel, the alert's ts…): one per set of
+# references written (`set_slack_refs`).
+_SET_REFS = Prepared(
+    update(incidents).where(incidents.c.id == bindparam("b_id", type_=String())),
+    batch=True,
+    key="b_id",
 )
 _TIMERS_OF = Prepared(
     select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
@@ -160,11 +181,6 @@ _REMEMBER = {
     )
     for postgres in (False, True)
 }
-_CANCEL_TIMERS = (
-    update(timers)
-    .where(timers.c.id.in_(bindparam("b_ids", type_=Integer(), expanding=True)))
-    .values(state="cancelled")
-)
 
 
 # Jobs that talk to something other than Slack, each in a lane of its own.
@@ -360,21 +376,81 @@ class _TimerMixin:
     _dialect: Dialect
     _postgres: bool
 
+    _batch: Batch | None
+    _sent: bool
+
     async def _run(self, statement: Prepared, params: prepared.Params = None) -> Any:
         """A statement of every declaration or change: directly on SQLite's writer, else
-        through SQLAlchemy (`prepared`)."""
+        through SQLAlchemy (`prepared`), after the held writes it would read (PostgreSQL)."""
         if self._raw is not None:
             return prepared.run(self._raw, self._dialect, statement, params)
+        if self._batch and self._batch.touches(statement.tables):
+            await self.flush()
+        self._sent = True
         return await self.c.execute(statement.statement, params)
+
+    async def _execute(self, statement: Executable, params: Any = None) -> Any:
+        """Any other statement: after the writes held so far."""
+        await self.flush()
+        self._sent = True
+        return await self.c.execute(statement, params)
+
+    async def _write(
+        self,
+        statement: Prepared,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        expect: int | None = None,
+        error: Callable[[], Exception] | None = None,
+    ) -> None:
+        """A write whose outcome is not read, only (with `expect`) its number of rows
+        checked, else `error()` raised: on PostgreSQL it waits in the transaction's batch
+        when it can (`bot.store.batch`), else it runs now."""
+        rows = [params] if isinstance(params, Mapping) else list(params)
+        if not rows:
+            return
+        batch = self._batch
+        if batch is not None:
+            if not batch.takes(statement, rows) and batch:
+                await self.flush()
+            if batch.takes(statement, rows):
+                batch.add(statement, rows, expect=expect, error=error)
+                return
+        result = await self._run(statement, rows if len(rows) > 1 else rows[0])
+        if expect is not None and result.rowcount != expect:
+            raise (error or RuntimeError)()
+
+    async def flush(self, *, commit: bool = False) -> None:
+        """Send the writes held (PostgreSQL). `commit`: the transaction ends now; if
+        nothing was sent in it yet and no count is to be checked, the writes go as one
+        statement that commits as it runs, without BEGIN and COMMIT (two round trips)."""
+        batch = self._batch
+        if not batch:
+            return
+        connection = cast(AsyncConnection, self.c)
+        if not commit or self._sent or batch.checks_counts:
+            self._sent = True
+            await batch.send(connection)
+            return
+        dbapi = (await connection.get_raw_connection()).dbapi_connection
+        if dbapi is None:
+            raise RuntimeError("the connection was closed")
+        default = connection.default_isolation_level
+        self._dialect.set_isolation_level(dbapi, "AUTOCOMMIT")
+        try:
+            commit_starting()
+            await batch.send(connection)
+        finally:
+            self._dialect.set_isolation_level(dbapi, default or "READ COMMITTED")
 
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
-        jobs = await self.c.execute(
+        jobs = await self._execute(
             update(slack_jobs)
             .where(text(f"slack_jobs.{_UNFINISHED}"), slack_jobs.c.state == JobState.RUNNING)
             .values(state=JobState.PENDING, locked_until=None)
         )
-        fired = await self.c.execute(
+        fired = await self._execute(
             update(timers).where(timers.c.state == "firing").values(state="pending")
         )
         return int(jobs.rowcount or 0) + int(fired.rowcount or 0)
@@ -405,7 +481,7 @@ class _TimerMixin:
             if key not in existing
         ]
         if added:
-            await self._run(_ADD_TIMERS, added)
+            await self._write(_ADD_TIMERS, added)
         moved: list[dict[str, Any]] = []
         cancelled: list[int] = []
         for key, row in existing.items():
@@ -415,11 +491,9 @@ class _TimerMixin:
                     moved.append({"b_id": row.id, "due_at": timer.due, "data": timer.data})
             elif timer is None and row.state == "pending" and row.due_at > now:
                 cancelled.append(row.id)
-        # One statement each, however many timers (an acknowledgement cancels a chain).
-        if moved:
-            await self._run(_MOVE_TIMER, moved)
-        if cancelled:
-            await self.c.execute(_CANCEL_TIMERS, {"b_ids": cancelled})
+        # One batch each, however many timers (an acknowledgement cancels a chain).
+        await self._write(_MOVE_TIMER, moved)
+        await self._write(_CANCEL_TIMER, [{"b_id": timer_id} for timer_id in cancelled])
 
     async def claim_timers(
         self, *, now: datetime, worker: str, limit: int, lease_seconds: int
@@ -447,10 +521,10 @@ class _TimerMixin:
         statement = statement.limit(limit)
         if self._postgres:
             statement = statement.with_for_update(skip_locked=True)
-        rows = list((await self.c.execute(statement)).mappings())
+        rows = list((await self._execute(statement)).mappings())
         if not rows:
             return []
-        await self.c.execute(
+        await self._execute(
             update(timers)
             .where(timers.c.id.in_([row["id"] for row in rows]))
             .values(
@@ -475,7 +549,7 @@ class _TimerMixin:
 
     async def mark_fired(self, timer_id: int, *, worker: str, now: datetime) -> bool:
         """Mark a claimed timer fired; False if this worker no longer holds it."""
-        result = await self.c.execute(
+        result = await self._execute(
             update(timers)
             .where(
                 timers.c.id == timer_id, timers.c.state == "firing", timers.c.locked_by == worker
@@ -487,7 +561,7 @@ class _TimerMixin:
     async def fail_timer(self, timer_id: int, *, worker: str, now: datetime, error: str) -> bool:
         """A timer whose firing raised: recorded as failed, with why, so it neither stalls
         the others nor is retried forever. False if this worker no longer held it."""
-        outcome = await self.c.execute(
+        outcome = await self._execute(
             update(timers)
             .where(timers.c.id == timer_id, timers.c.locked_by == worker)
             .values(state="failed", fired_at=now, locked_until=None, last_error=error[:2000])
@@ -501,13 +575,13 @@ class _TimerMixin:
             .order_by(timers.c.due_at)
             .limit(1)
         )
-        value: datetime | None = (await self.c.execute(statement)).scalar_one_or_none()
+        value: datetime | None = (await self._execute(statement)).scalar_one_or_none()
         return value
 
     async def pending_timer_count(self) -> int:
         """Timers not fired yet (pending, or claimed and firing), drills included."""
         statement = select(func.count()).where(timers.c.state.in_(["pending", "firing"]))
-        return int((await self.c.execute(statement)).scalar_one())
+        return int((await self._execute(statement)).scalar_one())
 
 
 class SqlTx(_TimerMixin):
@@ -516,6 +590,9 @@ class SqlTx(_TimerMixin):
         self._raw = connection.raw if isinstance(connection, WriteTransaction) else None
         self._dialect = connection.dialect
         self._postgres = connection.dialect.name == "postgresql"
+        # PostgreSQL: the writes waiting to go to the server together (`_write`)
+        self._batch = Batch(self._dialect) if self._postgres else None
+        self._sent = False
 
     # ---- incidents ---------------------------------------------------------------------
     async def next_sequence(self, day: date) -> int:
@@ -535,7 +612,7 @@ class SqlTx(_TimerMixin):
         values = _values(incident)
         values |= {name: getattr(record.slack, name) for name in _REF_FIELDS}
         values |= {"id": incident.id, "day": day, "seq": int(seq), "version": 1}
-        await self._run(_ADD_INCIDENT, values)
+        await self._write(_ADD_INCIDENT, values)
         incident.version = 1
 
     async def _lookup(self, column: str, key: str, lock: bool) -> IncidentRecord | None:
@@ -556,16 +633,17 @@ class SqlTx(_TimerMixin):
             "b_version": incident.version,
             "version": incident.version + 1,
         }
-        result = await self._run(_SAVE_INCIDENT, values)
-        if result.rowcount != 1:
-            raise ConcurrentUpdate(incident.id)
+        await self._write(
+            _SAVE_INCIDENT, values, expect=1, error=lambda: ConcurrentUpdate(incident.id)
+        )
         incident.version += 1
 
     async def set_slack_refs(self, incident_id: str, **refs: str | None) -> None:
         unknown = set(refs) - set(_REF_FIELDS)
         if unknown:
             raise ValueError(f"unknown Slack reference(s): {sorted(unknown)}")
-        await self.c.execute(update(incidents).where(incidents.c.id == incident_id).values(**refs))
+        if refs:
+            await self._write(_SET_REFS, {"b_id": incident_id, **refs})
 
     async def open_incidents(self) -> list[IncidentRecord]:
         statement = (
@@ -573,13 +651,13 @@ class SqlTx(_TimerMixin):
             .where(incidents.c.status != RESOLVED)
             .order_by(incidents.c.declared_at)
         )
-        return [_record(row) for row in (await self.c.execute(statement)).mappings()]
+        return [_record(row) for row in (await self._execute(statement)).mappings()]
 
     # ---- timeline ----------------------------------------------------------------------
     async def add_events(self, incident_id: str, events: list[Event]) -> None:
         if not events:
             return
-        await self._run(
+        await self._write(
             _ADD_EVENTS,
             [
                 {
@@ -609,22 +687,22 @@ class SqlTx(_TimerMixin):
             )
             .on_conflict_do_nothing(index_elements=[timeline.c.source_key])
         )
-        result = await self.c.execute(statement)
+        result = await self._execute(statement)
         return bool(result.rowcount)
 
     async def remove_entry(self, source_key: str) -> bool:
-        result = await self.c.execute(delete(timeline).where(timeline.c.source_key == source_key))
+        result = await self._execute(delete(timeline).where(timeline.c.source_key == source_key))
         return bool(result.rowcount)
 
     async def edit_entry(self, source_key: str, **data: Any) -> bool:
         row = (
-            await self.c.execute(
+            await self._execute(
                 select(timeline.c.id, timeline.c.data).where(timeline.c.source_key == source_key)
             )
         ).first()
         if row is None:
             return False
-        await self.c.execute(
+        await self._execute(
             update(timeline)
             .where(timeline.c.id == row.id)
             .values(data={**(row.data or {}), **data})
@@ -637,7 +715,7 @@ class SqlTx(_TimerMixin):
             .where(incidents.c.declared_at >= since)
             .order_by(incidents.c.declared_at)
         )
-        return [_record(row) for row in (await self.c.execute(statement)).mappings()]
+        return [_record(row) for row in (await self._execute(statement)).mappings()]
 
     async def timelines(self, incident_ids: list[str]) -> dict[str, list[TimelineEntry]]:
         found: dict[str, list[TimelineEntry]] = {i: [] for i in incident_ids}
@@ -648,7 +726,7 @@ class SqlTx(_TimerMixin):
                 .where(timeline.c.incident_id.in_(chunk))
                 .order_by(timeline.c.at, timeline.c.id)
             )
-            for row in (await self.c.execute(statement)).mappings():
+            for row in (await self._execute(statement)).mappings():
                 found[row["incident_id"]].append(_entry(row))
         return found
 
@@ -656,14 +734,14 @@ class SqlTx(_TimerMixin):
         """Figures for /metrics: incidents by severity and state, events by kind (no drills)."""
         real = incidents.c.drill.is_(False)
         by_severity = (
-            await self.c.execute(
+            await self._execute(
                 select(incidents.c.severity, incidents.c.status, func.count())
                 .where(real)
                 .group_by(incidents.c.severity, incidents.c.status)
             )
         ).all()
         kinds = (
-            await self.c.execute(
+            await self._execute(
                 select(timeline.c.kind, func.count())
                 .select_from(timeline.join(incidents, timeline.c.incident_id == incidents.c.id))
                 .where(real)
@@ -671,7 +749,7 @@ class SqlTx(_TimerMixin):
             )
         ).all()
         acks = (
-            await self.c.execute(
+            await self._execute(
                 select(incidents.c.declared_at, incidents.c.acknowledged_at).where(
                     real, incidents.c.acknowledged_at.is_not(None)
                 )
@@ -689,13 +767,13 @@ class SqlTx(_TimerMixin):
             .where(timeline.c.incident_id == incident_id)
             .order_by(timeline.c.at, timeline.c.id)
         )
-        return [_entry(row) for row in (await self.c.execute(statement)).mappings()]
+        return [_entry(row) for row in (await self._execute(statement)).mappings()]
 
     # ---- Slack outbox ------------------------------------------------------------------
     async def enqueue(self, jobs: list[NewJob], *, now: datetime) -> None:
         if not jobs:
             return
-        await self._run(
+        await self._write(
             _ENQUEUE,
             [
                 {
@@ -791,7 +869,7 @@ class SqlTx(_TimerMixin):
             .values(state=JobState.DONE, result=batch.c.result, finished_at=now, locked_until=None)
             .returning(slack_jobs.c.id)
         )
-        return {int(job_id) for (job_id,) in (await self.c.execute(statement)).all()}
+        return {int(job_id) for (job_id,) in (await self._execute(statement)).all()}
 
     async def retry_job(
         self,
@@ -814,13 +892,13 @@ class SqlTx(_TimerMixin):
             values["result"] = result
         if not spend_attempt:  # a rate limit is Slack pacing us, not the job failing
             values["attempts"] = slack_jobs.c.attempts - 1
-        outcome = await self.c.execute(
+        outcome = await self._execute(
             update(slack_jobs).where(_HELD).values(**values), {"b_job": job_id, "b_worker": worker}
         )
         return bool(outcome.rowcount)
 
     async def fail_job(self, job_id: int, *, worker: str, now: datetime, error: str) -> bool:
-        outcome = await self.c.execute(
+        outcome = await self._execute(
             update(slack_jobs)
             .where(_HELD)
             .values(
@@ -841,7 +919,7 @@ class SqlTx(_TimerMixin):
         """Keep the claims of jobs still running alive."""
         if not job_ids:
             return 0
-        outcome = await self.c.execute(
+        outcome = await self._execute(
             update(slack_jobs)
             .where(
                 slack_jobs.c.id.in_(job_ids),
@@ -863,7 +941,7 @@ class SqlTx(_TimerMixin):
             )
             .limit(1)
         )
-        value: str | None = (await self.c.execute(statement)).scalar_one_or_none()
+        value: str | None = (await self._execute(statement)).scalar_one_or_none()
         return value
 
     async def next_job_due(self) -> datetime | None:
@@ -874,14 +952,14 @@ class SqlTx(_TimerMixin):
             .order_by(slack_jobs.c.run_after)
             .limit(1)
         )
-        value: datetime | None = (await self.c.execute(statement)).scalar_one_or_none()
+        value: datetime | None = (await self._execute(statement)).scalar_one_or_none()
         return value
 
     async def pending_job_count(self) -> int:
         statement = select(func.count()).where(
             slack_jobs.c.state.in_([JobState.PENDING, JobState.RUNNING])
         )
-        return int((await self.c.execute(statement)).scalar_one())
+        return int((await self._execute(statement)).scalar_one())
 
     async def job_backlog(self, *, now: datetime) -> tuple[int, float]:
         """Unfinished Slack jobs (pending or running): how many, and how long the oldest has
@@ -889,7 +967,7 @@ class SqlTx(_TimerMixin):
         statement = select(func.count(), func.min(slack_jobs.c.created_at)).where(
             slack_jobs.c.state.in_([JobState.PENDING, JobState.RUNNING])
         )
-        count, oldest = (await self.c.execute(statement)).one()
+        count, oldest = (await self._execute(statement)).one()
         if oldest is None:
             return int(count), 0.0
         return int(count), max(0.0, (now - oldest).total_seconds())
@@ -899,7 +977,7 @@ class SqlTx(_TimerMixin):
         return bool(result.rowcount)
 
     async def forget_once_keys(self, *, before: datetime) -> int:
-        result = await self.c.execute(delete(once_keys).where(once_keys.c.at < before))
+        result = await self._execute(delete(once_keys).where(once_keys.c.at < before))
         return int(result.rowcount or 0)
 
     # ---- alerts ------------------------------------------------------------------------
@@ -916,7 +994,7 @@ class SqlTx(_TimerMixin):
                 {"key": key, "incident_id": None, "firing": False, "updated_at": now}
                 for key in wanted[start : start + 500]
             ]
-            await self.c.execute(
+            await self._execute(
                 dialect.insert(alert_keys)
                 .values(rows)
                 .on_conflict_do_nothing(index_elements=[alert_keys.c.key])
@@ -930,7 +1008,7 @@ class SqlTx(_TimerMixin):
             )
             if self._postgres:
                 statement = statement.with_for_update()
-            for row in (await self.c.execute(statement)).mappings():
+            for row in (await self._execute(statement)).mappings():
                 found[row["key"]] = AlertKey(
                     key=row["key"],
                     incident_id=row["incident_id"],
@@ -942,7 +1020,7 @@ class SqlTx(_TimerMixin):
     async def set_alert_keys(self, keys: list[AlertKey], *, now: datetime) -> None:
         if not keys:
             return
-        await self.c.execute(
+        await self._execute(
             update(alert_keys)
             .where(alert_keys.c.key == bindparam("b_key"))
             .values(
@@ -965,7 +1043,7 @@ class SqlTx(_TimerMixin):
     async def drop_unclaimed_alert_keys(self, keys: list[str]) -> None:
         """Forget the keys this transaction claimed and gave no incident (ignored alerts)."""
         for start in range(0, len(keys), 500):
-            await self.c.execute(
+            await self._execute(
                 delete(alert_keys).where(
                     alert_keys.c.key.in_(keys[start : start + 500]),
                     alert_keys.c.incident_id.is_(None),
@@ -978,7 +1056,7 @@ class SqlTx(_TimerMixin):
             alert_keys.c.firing.is_(True),
             alert_keys.c.key.like("alert:%"),
         )
-        return int((await self.c.execute(statement)).scalar_one())
+        return int((await self._execute(statement)).scalar_one())
 
     # ---- the status page ---------------------------------------------------------------
     async def publish(self, incident_id: str, data: dict[str, Any], *, at: datetime) -> None:
@@ -993,16 +1071,16 @@ class SqlTx(_TimerMixin):
             "updated_at": at,
             "resolved_at": at if resolved else None,
         }
-        changed = await self.c.execute(
+        changed = await self._execute(
             update(status_incidents)
             .where(status_incidents.c.incident_id == incident_id)
             .values(**state)
         )
         if not changed.rowcount:
-            await self.c.execute(
+            await self._execute(
                 insert(status_incidents).values(incident_id=incident_id, created_at=at, **state)
             )
-        await self.c.execute(
+        await self._execute(
             insert(status_updates).values(
                 incident_id=incident_id,
                 at=at,
@@ -1017,7 +1095,7 @@ class SqlTx(_TimerMixin):
         newest first, each with its updates newest first: what the status page shows."""
         rows = list(
             (
-                await self.c.execute(
+                await self._execute(
                     select(status_incidents)
                     .where(
                         or_(
@@ -1037,7 +1115,7 @@ class SqlTx(_TimerMixin):
         )
         updates: dict[str, list[PublicUpdate]] = {row["incident_id"]: [] for row in rows}
         if rows:
-            found = await self.c.execute(
+            found = await self._execute(
                 select(status_updates)
                 .where(status_updates.c.incident_id.in_(list(updates)))
                 .order_by(status_updates.c.at.desc(), status_updates.c.id.desc())
@@ -1099,7 +1177,9 @@ class SqlStore:
                 yield SqlTx(writing)
             return
         async with self.database.transaction(read_only=read_only) as connection:
-            yield SqlTx(connection)
+            tx = SqlTx(connection)
+            yield tx
+            await tx.flush(commit=True)
 
     @asynccontextmanager
     async def declaring(self, day: date) -> AsyncIterator[tuple[int | None, SqlTx]]:
@@ -1124,7 +1204,9 @@ class SqlStore:
             return
         first = functools.partial(_take_number, day=day)
         async with self.database.transaction_after(first) as (number, connection):
-            yield number, SqlTx(connection)
+            tx = SqlTx(connection)
+            yield number, tx
+            await tx.flush(commit=True)
 
     async def ping(self) -> bool:
         return await self.database.ping()

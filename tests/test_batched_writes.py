@@ -1,0 +1,262 @@
+"""PostgreSQL: a transaction's writes go to the server together, as one statement
+(`bot.store.batch`), and store exactly what one statement each would have stored.
+
+How much sooner that answers a burst is the benchmark's (`python -m bench.load`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, event, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.clock import FakeClock
+from bot.domain import clocks
+from bot.domain.policy import default_policy
+from bot.service.incidents import IncidentService, Where
+from bot.store import tables
+from bot.store.db import Database
+from bot.store.prepared import Prepared
+from bot.store.repository import ConcurrentUpdate, SqlStore, SqlTx
+from tests.conftest import _postgres_param
+from tests.test_direct_writes import _contents, _journey
+
+POSTGRES = pytest.mark.parametrize("backend", [_postgres_param()])
+
+
+class OneStatementEach(SqlStore):
+    """The store with every write sent on its own, as before batches."""
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+        async with super().transaction(read_only=read_only) as tx:
+            tx._batch = None
+            yield tx
+
+    @asynccontextmanager
+    async def declaring(self, day: Any) -> AsyncIterator[tuple[int | None, SqlTx]]:
+        async with super().declaring(day) as (number, tx):
+            tx._batch = None
+            yield number, tx
+
+
+@contextmanager
+def round_trips(database: Database) -> Iterator[list[str]]:
+    """What the process sends to the server: every statement, BEGIN and COMMIT."""
+    sent: list[str] = []
+    engine = database.engine.sync_engine
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        sent.append(" ".join(sql.split()))
+
+    def connected(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "connect", connected)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "connect", connected)
+
+
+async def _one_connection(database: Database) -> Database:
+    """The same database through a pool of one connection: each test sees what that one
+    connection is left like by the transaction before."""
+    kwargs = dict(database._engine_kwargs, pool_size=1, max_overflow=0)
+    return Database(database.url, **kwargs)
+
+
+@POSTGRES
+async def test_batched_writes_store_what_one_statement_each_stores(database: Database) -> None:
+    await _journey(OneStatementEach(database))
+    separately = await _contents(database)
+    async with database.transaction() as connection:
+        names = ", ".join(table.name for table in tables.metadata.sorted_tables)
+        await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await _journey(SqlStore(database))
+    together = await _contents(database)
+    assert together == separately
+    assert len(together["incidents"]) == 2
+    assert len(together["timeline"]) > 5
+    assert len(together["slack_jobs"]) > 10
+    assert any("cancelled" in row for row in together["timers"])  # the ack's cancellations
+
+
+@POSTGRES
+async def test_a_declaration_is_two_statements_and_a_change_one_write(
+    database: Database,
+) -> None:
+    """A declaration: its number, then everything else in one statement that commits as
+    it runs (no BEGIN, no COMMIT). A note, an acknowledgement: their writes in one."""
+    one = await _one_connection(database)
+    service = IncidentService(store=SqlStore(one), policy=default_policy(), clock=FakeClock())
+    try:
+        with round_trips(one) as sent:
+            first = await service.declare(severity="sev3", title="warm-up", by="U1")
+            sent.clear()
+            declared = await service.declare(severity="sev1", title="payments down", by="U1")
+            declaration = list(sent)
+            sent.clear()
+            await service.add_note(Where(incident_id=declared.incident.id), by="U2", text="hm")
+            note = list(sent)
+            sent.clear()
+            await service.acknowledge(Where(incident_id=declared.incident.id), by="U2")
+            acknowledgement = list(sent)
+        assert len(declaration) == 2, declaration
+        assert declaration[0].startswith("INSERT INTO incident_days")
+        assert declaration[1].startswith("WITH w0 AS (INSERT INTO incidents")
+        assert not any(sql.startswith(("BEGIN", "COMMIT")) for sql in declaration)
+        writes = [sql for sql in note if sql.startswith(("INSERT", "UPDATE", "WITH"))]
+        assert len(writes) == 1, note
+        assert [sql.split()[0] for sql in note if sql.startswith(("BEGIN", "COMMIT"))] == [
+            "BEGIN",
+            "COMMIT;",
+        ]
+        assert len(note) == 5, note  # BEGIN, the incident locked, its timers, writes, COMMIT
+        # the acknowledgement cancels the escalation chain's timers, row by row
+        assert len(acknowledgement) == 5, acknowledgement
+        assert len([sql for sql in acknowledgement if sql.startswith("WITH")]) == 1
+        timeline = await service.timeline(declared.incident.id)
+        assert [entry.kind for entry in timeline][-2:] == ["note_added", "acknowledged"]
+        async with one.transaction(read_only=True) as connection:
+            states = await connection.execute(select(tables.timers.c.state))
+            assert "cancelled" in set(states.scalars())
+        assert first.incident.id != declared.incident.id
+    finally:
+        await one.dispose()
+
+
+@POSTGRES
+async def test_timers_moved_and_cancelled_go_in_one_statement(database: Database) -> None:
+    """Updates of other rows of a table than the batch's join it: a re-plan that moves one
+    timer and cancels others sends them together, and each row ends as planned."""
+    one = await _one_connection(database)
+    store = SqlStore(one)
+    clock = FakeClock()
+    service = IncidentService(store=store, policy=default_policy(), clock=clock)
+    try:
+        with round_trips(one) as sent:
+            declared = await service.declare(severity="sev1", title="payments down", by="U1")
+            planned = clocks.plan(declared.incident, default_policy(), clock.now())
+            assert len(planned) >= 3
+            kept, moved = planned[0], replace(planned[1], due=planned[1].due + timedelta(hours=1))
+            sent.clear()
+            async with store.transaction() as tx:
+                await tx.replan_timers(declared.incident.id, [kept, moved], now=clock.now())
+        assert len(sent) == 4, sent  # BEGIN, the timers read, the writes, COMMIT
+        assert sent[2].count("UPDATE timers") == len(planned) - 1, sent[2]
+        async with one.transaction(read_only=True) as connection:
+            rows = await connection.execute(select(tables.timers))
+            stored = {row.key: (row.state, row.due_at) for row in rows}
+        assert stored[kept.key] == ("pending", kept.due)
+        assert stored[moved.key] == ("pending", moved.due)
+        assert {stored[timer.key][0] for timer in planned[2:]} == {"cancelled"}
+    finally:
+        await one.dispose()
+
+
+@POSTGRES
+async def test_a_read_sees_the_writes_held_before_it(database: Database) -> None:
+    store = SqlStore(database)
+    service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev3", title="first", by="U1")
+    record = declared.record
+    record.incident.id = record.incident.id[:-3] + "999"
+    async with store.transaction() as tx:
+        await tx.add_incident(record)
+        found = await tx.get(record.incident.id)
+    assert found is not None
+    assert found.incident.title == "first"
+
+
+@POSTGRES
+async def test_two_updates_of_one_row_in_a_transaction_both_stay(database: Database) -> None:
+    """The sub-statements of one statement see the database as it was before it: two
+    updates of the same row would keep only one. A second update of a table waits for
+    the first to be sent."""
+    store = SqlStore(database)
+    service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev3", title="before", by="U1")
+    async with store.transaction() as tx:
+        record = await tx.get(declared.incident.id, lock=True)
+        assert record is not None
+        record.incident.title = "after"
+        await tx.save(record.incident)
+        await tx.set_slack_refs(record.incident.id, channel_id="C123")
+    found = await service.find(Where(incident_id=declared.incident.id))
+    assert (found.incident.title, found.slack.channel_id) == ("after", "C123")
+
+
+@POSTGRES
+async def test_a_stale_save_is_refused_and_nothing_of_its_transaction_stays(
+    database: Database,
+) -> None:
+    store = SqlStore(database)
+    service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev3", title="kept", by="U1")
+    stale = declared.incident
+    stale.version -= 1
+    stale.title = "lost"
+
+    async def change() -> None:
+        async with store.transaction() as tx:
+            await tx.add_events(stale.id, declared.events)
+            await tx.save(stale)
+
+    with pytest.raises(ConcurrentUpdate):
+        await change()
+    found = await service.find(Where(incident_id=stale.id))
+    assert found.incident.title == "kept"
+    assert len(await service.timeline(stale.id)) == len(declared.events)
+
+
+@POSTGRES
+async def test_a_failed_batch_leaves_nothing_and_the_connection_as_it_was(
+    database: Database,
+) -> None:
+    """A batch that commits as it runs fails as a whole; the connection goes back to
+    transactions that commit at their end, so the next one's partial work is rolled back."""
+    one = await _one_connection(database)
+    store = SqlStore(one)
+    service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev3", title="first", by="U1")
+
+    async def twice() -> None:
+        async with store.transaction() as tx:
+            await tx.add_events(declared.incident.id, declared.events)
+            await tx.add_incident(declared.record)  # the same id again
+
+    async def then_fails() -> None:
+        async with store.transaction() as tx:
+            assert await tx.remember("rolled back", now=FakeClock().now())
+            raise RuntimeError("after a write")
+
+    try:
+        with pytest.raises(IntegrityError):
+            await twice()
+        with pytest.raises(RuntimeError, match="after a write"):
+            await then_fails()
+        async with one.transaction(read_only=True) as connection:
+            keys = (await connection.execute(select(tables.once_keys.c.key))).scalars().all()
+            events = await connection.execute(select(tables.timeline.c.id))
+            assert keys == []
+            assert len(events.all()) == len(declared.events)
+    finally:
+        await one.dispose()
+
+
+def test_a_key_that_does_not_name_one_row_is_refused() -> None:
+    """Updates join a batch that updated the same table only for other rows than its own:
+    the parameter said to name the row must be compared with the primary key."""
+    by_key = update(tables.timers).where(tables.timers.c.key == bindparam("b_id"))
+    with pytest.raises(ValueError, match="primary key"):
+        Prepared(by_key, batch=True, key="b_id")
+    by_id = update(tables.timers).where(tables.timers.c.id == bindparam("b_id"))
+    assert Prepared(by_id, batch=True, key="b_id").key == "b_id"
