@@ -667,3 +667,24 @@ async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Databa
         (5, "pending", "other", None),
     ]
     assert len(statements) == (3 if database.is_sqlite else 1)
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_a_burst_opens_its_connections_once(database: Database) -> None:
+    """Twenty transactions at once, twice: the second burst opens no new connection (the
+    pool keeps what the first opened, instead of closing those beyond its size)."""
+    kept = Database(database.url, **database._engine_kwargs)
+    opened: list[int] = []
+    event.listen(kept.engine.sync_engine, "connect", lambda *_: opened.append(1))
+
+    async def hold() -> None:
+        async with kept.transaction() as connection:
+            await connection.execute(text("SELECT pg_sleep(0.05)"))
+
+    try:
+        await asyncio.gather(*(hold() for _ in range(20)))
+        assert len(opened) == 20
+        await asyncio.gather(*(hold() for _ in range(20)))
+        assert len(opened) == 20
+    finally:
+        await kept.dispose()

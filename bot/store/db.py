@@ -155,8 +155,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _sqlite_setup(engine)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    # Twenty connections, kept: a burst's requests each hold one from their number to their
+    # commit. Connections beyond the pool's size ("overflow") would be opened for a burst
+    # and closed after each use, and under a burst every opening (a TCP connection, the
+    # login, the connection's statements prepared again) is a wait for everyone.
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 0)
     # A database that stops answering (frozen, or the network gone) must not hold a
     # request or the worker forever: connecting and each statement have a bound. A Slack
     # request has its own, shorter deadline (bot.service.deadline).
