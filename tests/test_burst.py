@@ -23,7 +23,8 @@ from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 
 from bot import worker as worker_module
-from bot.service.deadline import answering, within
+from bot.service import deadline
+from bot.service.deadline import answering, give_way, within
 from bot.slack.app import Background
 from bot.store import db as db_module
 from bot.store import repository as repository_module
@@ -264,6 +265,28 @@ async def test_the_worker_gives_way_to_requests_waiting_on_their_work(slack: Sla
     assert order == ["request answered", "worker goes on"]
     async with asyncio.timeout(0.5):
         await slack.bot.worker.give_way()  # nobody waiting: at once
+
+
+async def test_background_work_waits_out_a_stream_of_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests that follow each other closely (at 1 in flight the next arrives a fraction
+    of a millisecond after an answer) are one stream: background work is not let through
+    in the instant between an answer and the next request, which would then wait behind
+    it, but once no answer has come for `QUIET_SECONDS`."""
+    monkeypatch.setattr(deadline, "QUIET_SECONDS", 0.3)  # no machine is that slow
+
+    async def answer() -> None:
+        with answering():
+            await asyncio.sleep(0)
+
+    await answer()
+    waiting = asyncio.create_task(give_way(seconds=5))
+    for _ in range(5):
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await answer()  # the next request, right after the answer before
+    await asyncio.wait_for(waiting, 2)  # then quiet: it goes on, well before its 5 s
 
 
 async def test_a_write_transaction_inside_another_is_refused_not_a_hang() -> None:

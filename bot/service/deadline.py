@@ -31,6 +31,10 @@ REQUEST_SECONDS = 2.0
 # The longest background work (the worker's next step, a follow-up message) waits for the
 # Slack requests being answered before it goes on anyway (`give_way`).
 GIVE_WAY_SECONDS = 0.05
+# Requests are over once none has been answered for this long: under a stream of them
+# (the next one arrives a fraction of a millisecond after an answer) the gaps between
+# two answers are not the background work's turn.
+QUIET_SECONDS = 0.002
 
 
 @dataclass
@@ -43,6 +47,7 @@ _abandoned: set[asyncio.Task[object]] = set()
 _waiting = 0  # Slack requests being answered now (`answering`)
 _quiet: list[asyncio.Future[None]] = []  # background work waiting for them (`give_way`)
 _last_answer = [float("-inf")]  # when the last one was answered (time.monotonic)
+_next_look: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}  # `_release_when_quiet`
 
 
 class TooSlow(DomainError):
@@ -75,9 +80,30 @@ def answering() -> Iterator[None]:
     finally:
         _waiting -= 1
         _last_answer[0] = time.monotonic()
-        if not _waiting:
-            while _quiet:
-                _wake(_quiet.pop())
+        if not _waiting and _quiet:
+            _release_when_quiet()
+
+
+def _release_when_quiet() -> None:
+    """Let the background work waiting go on once no request has been answered for
+    `QUIET_SECONDS` (looking again then, if that is not yet the case)."""
+    if _waiting:
+        return  # the answer that ends these requests looks again
+    idle = time.monotonic() - _last_answer[0]
+    if idle >= QUIET_SECONDS:
+        while _quiet:
+            _wake(_quiet.pop())
+        return
+    loop = asyncio.get_running_loop()
+    look = _next_look.get(loop)
+    if look is None or look.cancelled():
+        _next_look.clear()  # a look left by a loop that has ended never comes
+        _next_look[loop] = loop.call_later(QUIET_SECONDS - idle, _look_again, loop)
+
+
+def _look_again(loop: asyncio.AbstractEventLoop) -> None:
+    _next_look.pop(loop, None)
+    _release_when_quiet()
 
 
 async def give_way(seconds: float = GIVE_WAY_SECONDS) -> None:
@@ -86,13 +112,18 @@ async def give_way(seconds: float = GIVE_WAY_SECONDS) -> None:
 
     The process has one event loop, which runs its ready tasks in turn: with a dozen of
     the worker's jobs under way, a request would get one turn in a dozen between each of
-    its steps. Returns at once, without yielding, when no request is under way."""
-    if not _waiting:
+    its steps. Requests that follow each other closely are one stream: the work goes on
+    once none has been answered for `QUIET_SECONDS`, not in the instant between an answer
+    and the next request, which would then wait for it. Returns at once, without
+    yielding, when no request was answered in that time."""
+    if not answering_lately(QUIET_SECONDS):
         return
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     _quiet.append(waiter)
     timer = loop.call_later(seconds, _wake, waiter)
+    if not _waiting:
+        _release_when_quiet()
     try:
         await waiter
     finally:
