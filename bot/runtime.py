@@ -281,6 +281,7 @@ class Runtime:
         if self.socket is not None and not self.socket.checked:
             await self.socket.check()
         self._tasks.append(asyncio.create_task(self.identity.learn(self.inline_client)))
+        await self.database.open_pool()
         self._runner = web.AppRunner(self.http_app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self.settings.port if port is None else port)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 from bot import worker as worker_module
 from bot.service import deadline
@@ -711,3 +712,21 @@ async def test_a_burst_opens_its_connections_once(database: Database) -> None:
         assert len(opened) == 20
     finally:
         await kept.dispose()
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_the_pool_is_opened_at_start_up(slack: Slack) -> None:
+    """The first burst after start-up finds the pool's connections open: none of its
+    requests waits for a connection to be opened."""
+    database = slack.bot.database
+    pool = database.engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    opened: list[int] = []
+    event.listen(database.engine.sync_engine, "connect", lambda *_: opened.append(1))
+
+    async def hold() -> None:
+        async with database.transaction() as connection:
+            await connection.execute(text("SELECT pg_sleep(0.05)"))
+
+    await asyncio.gather(*(hold() for _ in range(pool.size() - 1)))  # one keeps a lock
+    assert opened == []

@@ -354,6 +354,23 @@ class Database:
                     )
                     await connection.commit()
 
+    async def open_pool(self) -> int:
+        """PostgreSQL: open the pool's connections now, at start-up, rather than during
+        the first burst, whose requests would each wait for a connection to be opened
+        (a TCP connection, the login, its statements prepared again) on the busy event
+        loop. Returns how many were opened; one that fails to open is left to be opened
+        when needed."""
+        if self.dialect != "postgresql":
+            return 0
+        size = getattr(self.engine.sync_engine.pool, "size", lambda: 0)()
+        opened = await asyncio.gather(
+            *(self.engine.connect() for _ in range(size)), return_exceptions=True
+        )
+        connections = [c for c in opened if isinstance(c, AsyncConnection)]
+        for connection in connections:
+            await connection.close()  # back to the pool, open
+        return len(connections)
+
     async def hold_liveness(self, worker: str) -> None:
         """PostgreSQL: hold a session lock named after the worker for as long as it lives.
 
