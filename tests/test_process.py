@@ -120,6 +120,7 @@ async def test_http_mode_on_sqlite(fake: FakeSlack, tmp_path: Path) -> None:
         await journey(fake, port)
     output = "".join(log)
     assert "incident bot ready: HTTP" in output
+    assert "objects kept out of the garbage collector's full passes" in output
     assert fake.bot_token not in output, "the token never reaches a log"
     assert SIGNING_SECRET not in output
 
