@@ -162,12 +162,10 @@ _CANCEL_TIMER = Prepared(
     key="b_id",
 )
 # A job's outcome written on the incident (its channel, the alert's ts…): one per set of
-# references written (`set_slack_refs`).
-_SET_REFS = Prepared(
-    update(incidents).where(incidents.c.id == bindparam("b_id", type_=String())),
-    batch=True,
-    key="b_id",
-)
+# references written (`set_slack_refs`). Not batched: the worker records a varying mix of
+# them (which references, how many incidents), and each new mix would be a new statement
+# for SQLAlchemy to compile, which cost more than the round trips it saved.
+_SET_REFS = Prepared(update(incidents).where(incidents.c.id == bindparam("b_id", type_=String())))
 _TIMERS_OF = Prepared(
     select(timers.c.id, timers.c.key, timers.c.state, timers.c.due_at).where(
         timers.c.incident_id == bindparam("b_incident", type_=String())
