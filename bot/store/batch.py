@@ -208,7 +208,7 @@ def _binds(statement: Any) -> list[BindParameter[Any]]:
     return [
         element
         for element in visitors.iterate(statement)
-        if isinstance(element, BindParameter) and not element.key.startswith("%(")
+        if isinstance(element, BindParameter) and not element.unique
     ]
 
 
@@ -216,7 +216,7 @@ def _renamed(statement: Any, prefix: str) -> Any:
     """`statement` with each named parameter `name` renamed `prefix + name`."""
 
     def rename(element: Any, **_: Any) -> Any:
-        if isinstance(element, BindParameter) and not element.key.startswith("%("):
+        if isinstance(element, BindParameter) and not element.unique:
             return bindparam(
                 prefix + element.key,
                 type_=element.type,
