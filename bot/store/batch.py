@@ -7,14 +7,15 @@ come round again, with a pooled connection held all the while. On PostgreSQL the
 of a transaction wait in a `Batch` instead, and go to the server as one statement of
 data-modifying common table expressions when something needs them: a read of a table
 they wrote, a statement the batch cannot hold, or the commit. A declaration is then two
-round trips (its number, then everything else, committed as it runs), a change four
-(BEGIN, the incident's row locked, its timers read, everything else), then COMMIT.
+round trips (its number, then everything else, committed as it runs), a change five
+(BEGIN, the incident's row locked, its timers read, everything else, COMMIT).
 
 What one statement can hold faithfully is checked as writes arrive. The sub-statements of
 one statement all see the database as it was when the statement began, so a write joins
-the batch only if it does not read a table the batch wrote, and does not update or
-delete in a table the batch wrote (two inserts into one table are fine: new rows never
-meet). Otherwise the batch is sent first and the write starts the next one. Constraints
+the batch only if it does not read a table the batch wrote, and does not update a table
+the batch wrote: two inserts into one table are fine (new rows never meet), and so are
+two updates that each name their rows by primary key (`Prepared.key`), for other rows.
+Otherwise the batch is sent first and the write starts the next one. Constraints
 (foreign keys included) are checked as they are for separate statements; an error is the
 same error, raised when the batch is sent, and the transaction is rolled back as before.
 A write whose number of rows is checked (saving an incident at the version it was read at)
@@ -22,6 +23,8 @@ says how many it expects, and the batch raises its error when the count differs.
 
 Each shape of batch (which statements, with which columns, how many rows) is compiled by
 SQLAlchemy once: the SQL with its parameters in order, each with its type's conversion.
+A new shape costs a few milliseconds to compile, so only statements whose mixes repeat
+(a declaration's, a change's) are batched; the worker's varied records are not.
 """
 
 from __future__ import annotations
@@ -104,8 +107,8 @@ class Batch:
         expect: int | None = None,
         error: Callable[[], Exception] | None = None,
     ) -> None:
-        """Hold a write (`takes` said it may). `expect`: the rows it must write in all,
-        else `error()` is raised when the batch is sent."""
+        """Hold a write (`takes` said it may): `rows`, each with the same keys. `expect`:
+        the rows it must write in all, else `error()` is raised when the batch is sent."""
         prepared.plan(self._dialect, rows[0])  # refuses what a plan cannot do faithfully
         self._writes.append(_Write(prepared, rows, expect, error))
         target = cast(str, prepared.target)
