@@ -22,26 +22,34 @@ from bot.service.incidents import IncidentService, Where
 from bot.store import tables
 from bot.store.db import Database
 from bot.store.prepared import Prepared
-from bot.store.repository import ConcurrentUpdate, SqlStore, SqlTx
+from bot.store.repository import _TIMERS_OF, ConcurrentUpdate, SqlStore, SqlTx
 from tests.conftest import _postgres_param
 from tests.test_direct_writes import _contents, _journey
 
 POSTGRES = pytest.mark.parametrize("backend", [_postgres_param()])
 
 
+class _NeverKept(dict[str, list[Any]]):
+    def __setitem__(self, key: str, value: list[Any]) -> None:
+        pass
+
+
 class OneStatementEach(SqlStore):
-    """The store with every write sent on its own, as before batches."""
+    """The store with every write sent on its own, and an incident's timers read on their
+    own before they are re-planned, as before batches."""
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
         async with super().transaction(read_only=read_only) as tx:
             tx._batch = None
+            tx._timers_read = _NeverKept()
             yield tx
 
     @asynccontextmanager
     async def declaring(self, day: Any) -> AsyncIterator[tuple[int | None, SqlTx]]:
         async with super().declaring(day) as (number, tx):
             tx._batch = None
+            tx._timers_read = _NeverKept()
             yield number, tx
 
 
@@ -119,9 +127,9 @@ async def test_a_declaration_is_two_statements_and_a_change_one_write(
             "BEGIN",
             "COMMIT;",
         ]
-        assert len(note) == 5, note  # BEGIN, the incident locked, its timers, writes, COMMIT
+        assert len(note) == 4, note  # BEGIN, the incident locked with its timers, writes, COMMIT
         # the acknowledgement cancels the escalation chain's timers, row by row
-        assert len(acknowledgement) == 5, acknowledgement
+        assert len(acknowledgement) == 4, acknowledgement
         assert len([sql for sql in acknowledgement if sql.startswith("WITH")]) == 1
         timeline = await service.timeline(declared.incident.id)
         assert [entry.kind for entry in timeline][-2:] == ["note_added", "acknowledged"]
@@ -160,6 +168,28 @@ async def test_timers_moved_and_cancelled_go_in_one_statement(database: Database
         assert {stored[timer.key][0] for timer in planned[2:]} == {"cancelled"}
     finally:
         await one.dispose()
+
+
+@POSTGRES
+async def test_the_timers_read_with_the_locked_row_are_the_timers_stored(
+    database: Database,
+) -> None:
+    """A change locks the incident's row and reads its timers in the same round trip: the
+    same rows, to the microsecond, as reading the timers table on its own."""
+    clock = FakeClock()
+    clock.advance(timedelta(microseconds=123_457))
+    store = SqlStore(database)
+    service = IncidentService(store=store, policy=default_policy(), clock=clock)
+    declared = await service.declare(severity="sev1", title="payments down", by="U1")
+    clock.advance(timedelta(minutes=2, microseconds=5))
+    await service.acknowledge(Where(incident_id=declared.incident.id), by="U2")
+    async with store.transaction() as tx:
+        assert await tx.get(declared.incident.id, lock=True) is not None
+        with_row = tx._timers_read[declared.incident.id]
+        alone = (await tx._run(_TIMERS_OF, {"b_incident": declared.incident.id})).all()
+    assert [tuple(row) for row in with_row] == sorted(tuple(row) for row in alone)
+    assert {row.state for row in with_row} >= {"pending", "cancelled"}
+    assert any(row.due_at.microsecond for row in with_row)
 
 
 @POSTGRES

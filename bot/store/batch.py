@@ -7,8 +7,8 @@ come round again, with a pooled connection held all the while. On PostgreSQL the
 of a transaction wait in a `Batch` instead, and go to the server as one statement of
 data-modifying common table expressions when something needs them: a read of a table
 they wrote, a statement the batch cannot hold, or the commit. A declaration is then two
-round trips (its number, then everything else, committed as it runs), a change five
-(BEGIN, the incident's row locked, its timers read, everything else, COMMIT).
+round trips (its number, then everything else, committed as it runs), a change four
+(BEGIN, the incident's row locked and its timers read, everything else, COMMIT).
 
 What one statement can hold faithfully is checked as writes arrive. The sub-statements of
 one statement all see the database as it was when the statement began, so a write joins

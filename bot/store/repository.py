@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Integer,
     String,
+    Text,
     and_,
     bindparam,
     column,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
@@ -146,6 +149,47 @@ _LOOKUPS = {
     for column, statement in (("id", _BY_ID), ("channel", _BY_CHANNEL))
     for lock in (False, True)
 }
+
+
+def _timers_alongside(statement: Any) -> Any:
+    """PostgreSQL: the incident's row locked, and its timers read in the same round trip
+    (a change re-plans them next): one array per column, in the order of their ids, all
+    of text (asyncpg reads a text array as it is; any other kind of array would first
+    cost each connection two round trips to look its type up). `_timer_rows` reads them."""
+    of = timers.alias("timers_of")
+    due = func.to_char(func.timezone("UTC", of.c.due_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    texts = {
+        "id": of.c.id.cast(Text),
+        "key": of.c.key.cast(Text),
+        "state": of.c.state.cast(Text),
+        "due_at": due,
+    }
+
+    def column(name: str) -> Any:
+        return (
+            select(func.array_agg(aggregate_order_by(texts[name], of.c.id)))
+            .where(of.c.incident_id == incidents.c.id)
+            .scalar_subquery()
+            .label(f"timer_{name}")
+        )
+
+    return statement.add_columns(*map(column, _TIMER_COLUMNS)).with_for_update(of=incidents)
+
+
+def _timer_rows(row: RowMapping) -> list[Any]:
+    """The timers `_timers_alongside` read, as `_TIMERS_OF` gives them."""
+    ids, keys, states, dues = (row[f"timer_{name}"] or [] for name in _TIMER_COLUMNS)
+    return [
+        _TimerRow(int(i), k, state, datetime.fromisoformat(due).replace(tzinfo=UTC))
+        for i, k, state, due in zip(ids, keys, states, dues, strict=True)
+    ]
+
+
+_TIMER_COLUMNS = ("id", "key", "state", "due_at")
+_LOCKED_WITH_TIMERS = {
+    column: Prepared(_timers_alongside(statement))
+    for column, statement in (("id", _BY_ID), ("channel", _BY_CHANNEL))
+}
 _ADD_EVENTS = Prepared(insert(timeline), batch=True)
 _ENQUEUE = Prepared(insert(slack_jobs), batch=True)
 _ADD_TIMERS = Prepared(insert(timers), batch=True)
@@ -171,6 +215,7 @@ _TIMERS_OF = Prepared(
         timers.c.incident_id == bindparam("b_incident", type_=String())
     )
 )
+_TimerRow = namedtuple("_TimerRow", ["id", "key", "state", "due_at"])  # as _TIMERS_OF's rows
 _REMEMBER = {
     postgres: Prepared(
         (postgresql.insert if postgres else sqlite.insert)(once_keys).on_conflict_do_nothing(
@@ -376,10 +421,18 @@ class _TimerMixin:
 
     _batch: Batch | None
     _sent: bool
+    _timers_read: dict[str, list[Any]]
+
+    def _forget_timers(self, statement: Prepared | None) -> None:
+        """Timers read with an incident's row no longer stand for the table once a
+        statement may have written it (`None`: a statement not prepared, any table)."""
+        if self._timers_read and (statement is None or statement.target == "timers"):
+            self._timers_read.clear()
 
     async def _run(self, statement: Prepared, params: prepared.Params = None) -> Any:
         """A statement of every declaration or change: directly on SQLite's writer, else
         through SQLAlchemy (`prepared`), after the held writes it would read (PostgreSQL)."""
+        self._forget_timers(statement)
         if self._raw is not None:
             return prepared.run(self._raw, self._dialect, statement, params)
         if self._batch and self._batch.touches(statement.tables):
@@ -389,6 +442,7 @@ class _TimerMixin:
 
     async def _execute(self, statement: Executable, params: Any = None) -> Any:
         """Any other statement: after the writes held so far."""
+        self._forget_timers(None)
         await self.flush()
         self._sent = True
         return await self.c.execute(statement, params)
@@ -407,6 +461,7 @@ class _TimerMixin:
         rows = [params] if isinstance(params, Mapping) else list(params)
         if not rows:
             return
+        self._forget_timers(statement)
         batch = self._batch
         if batch is not None:
             if not batch.takes(statement, rows) and batch:
@@ -463,7 +518,9 @@ class _TimerMixin:
         and `fire` decides whether it still matters); fired timers are never re-armed.
         `new`: the incident was added in this transaction, so it has no timers yet.
         """
-        rows = [] if new else (await self._run(_TIMERS_OF, {"b_incident": incident_id})).all()
+        rows = [] if new else self._timers_read.pop(incident_id, None)
+        if rows is None:
+            rows = (await self._run(_TIMERS_OF, {"b_incident": incident_id})).all()
         existing = {row.key: row for row in rows}
         wanted = {timer.key: timer for timer in planned}
         added = [
@@ -591,6 +648,9 @@ class SqlTx(_TimerMixin):
         # PostgreSQL: the writes waiting to go to the server together (`_write`)
         self._batch = Batch(self._dialect) if self._postgres else None
         self._sent = False
+        # PostgreSQL: an incident's timers as read with its locked row, by its id, until
+        # re-planned or until anything else may have written timers (`_forget_timers`)
+        self._timers_read: dict[str, list[Any]] = {}
 
     # ---- incidents ---------------------------------------------------------------------
     async def next_sequence(self, day: date) -> int:
@@ -614,6 +674,12 @@ class SqlTx(_TimerMixin):
         incident.version = 1
 
     async def _lookup(self, column: str, key: str, lock: bool) -> IncidentRecord | None:
+        if lock and self._postgres:
+            row = (await self._run(_LOCKED_WITH_TIMERS[column], {"b_key": key})).mappings().first()
+            if row is None:
+                return None
+            self._timers_read[row["id"]] = _timer_rows(row)
+            return _record(row)
         statement = _LOOKUPS[column, lock and self._postgres]
         row = (await self._run(statement, {"b_key": key})).mappings().first()
         return _record(row) if row else None
