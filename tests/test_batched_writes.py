@@ -74,7 +74,7 @@ def round_trips(database: Database) -> Iterator[list[str]]:
         event.remove(engine, "connect", connected)
 
 
-async def _one_connection(database: Database) -> Database:
+def _one_connection(database: Database) -> Database:
     """The same database through a pool of one connection: each test sees what that one
     connection is left like by the transaction before."""
     kwargs = dict(database._engine_kwargs, pool_size=1, max_overflow=0)
@@ -103,7 +103,7 @@ async def test_a_declaration_is_two_statements_and_a_change_one_write(
 ) -> None:
     """A declaration: its number, then everything else in one statement that commits as
     it runs (no BEGIN, no COMMIT). A note, an acknowledgement: their writes in one."""
-    one = await _one_connection(database)
+    one = _one_connection(database)
     service = IncidentService(store=SqlStore(one), policy=default_policy(), clock=FakeClock())
     try:
         with round_trips(one) as sent:
@@ -145,7 +145,7 @@ async def test_a_declaration_is_two_statements_and_a_change_one_write(
 async def test_timers_moved_and_cancelled_go_in_one_statement(database: Database) -> None:
     """Updates of other rows of a table than the batch's join it: a re-plan that moves one
     timer and cancels others sends them together, and each row ends as planned."""
-    one = await _one_connection(database)
+    one = _one_connection(database)
     store = SqlStore(one)
     clock = FakeClock()
     service = IncidentService(store=store, policy=default_policy(), clock=clock)
@@ -253,7 +253,7 @@ async def test_a_failed_batch_leaves_nothing_and_the_connection_as_it_was(
 ) -> None:
     """A batch that commits as it runs fails as a whole; the connection goes back to
     transactions that commit at their end, so the next one's partial work is rolled back."""
-    one = await _one_connection(database)
+    one = _one_connection(database)
     store = SqlStore(one)
     service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
     declared = await service.declare(severity="sev3", title="first", by="U1")

@@ -95,8 +95,7 @@ def _release_when_quiet() -> None:
             _wake(_quiet.pop())
         return
     loop = asyncio.get_running_loop()
-    look = _next_look.get(loop)
-    if look is None or look.cancelled():
+    if loop not in _next_look:  # one look at a time
         _next_look.clear()  # a look left by a loop that has ended never comes
         _next_look[loop] = loop.call_later(QUIET_SECONDS - idle, _look_again, loop)
 

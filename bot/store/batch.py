@@ -148,11 +148,12 @@ class Batch:
         counts = result.one()
         for write, columns in zip(writes, groups, strict=True):
             if write.expect is not None and sum(counts[j] for j in columns) != write.expect:
-                raise (write.error or _unexpected)()
+                raise (write.error or unexpected_count)()
 
 
-def _unexpected() -> Exception:
-    return RuntimeError("a batched write changed an unexpected number of rows")
+def unexpected_count() -> Exception:
+    """A write changed another number of rows than it said it would."""
+    return RuntimeError("a write changed an unexpected number of rows")
 
 
 _Shape = tuple[tuple[Prepared, tuple[str, ...], int], ...]

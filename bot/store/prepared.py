@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.elements import BinaryExpression, BindParameter
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
@@ -75,8 +75,6 @@ class Prepared:
         )
         self.target: str | None = written.name if isinstance(written, Table) else None
         self.plain_insert = isinstance(statement, Insert) and self.tables == {self.target}
-        # What its sub-statement would read of what others wrote: a plain insert, nothing.
-        self.reads = frozenset() if self.plain_insert else self.tables
         if batch:
             # a batch writes the rows with insert(table).values(rows): nothing else may differ
             plain = type(statement) is Insert and str(statement) == str(
@@ -92,8 +90,15 @@ class Prepared:
             raise ValueError(f"{key!r} does not name the row by its primary key: {statement}")
         self.batchable = batch
         self.key = key
-        if key is not None:  # it reads its own table only at the row it names
-            self.reads = self.tables - {self.target}
+        # What it reads of what other writes in its statement may have written: a plain
+        # insert nothing; an update by key its own table only at the row it names.
+        self.reads: frozenset[str] = (
+            frozenset()
+            if self.plain_insert
+            else self.tables - {self.target}
+            if key is not None
+            else self.tables
+        )
 
     def plan(self, dialect: Dialect, values: Mapping[str, Any]) -> Plan:
         """The statement compiled for `dialect` with the parameters `values` name (and as
@@ -115,21 +120,23 @@ class Prepared:
 
 
 def _pins_by_primary_key(statement: Any, key: str) -> bool:
-    """Whether the update's WHERE clause says `<primary key> = :key` (AND anything else)."""
+    """Whether the update's WHERE clause says `<primary key> = :key`, alone or ANDed with
+    anything else (an OR could reach other rows)."""
     table, where = statement.table, statement.whereclause
     primary = list(table.primary_key.columns)
     if where is None or len(primary) != 1:
         return False
-    for element in visitors.iterate(where):
-        if (
-            isinstance(element, BinaryExpression)
-            and element.operator is operators.eq
-            and element.left is primary[0]
-            and isinstance(element.right, BindParameter)
-            and element.right.key == key
-        ):
-            return True
-    return False
+    conjuncts = where.clauses if isinstance(where, BooleanClauseList) else [where]
+    if isinstance(where, BooleanClauseList) and where.operator is not operators.and_:
+        return False
+    return any(
+        isinstance(element, BinaryExpression)
+        and element.operator is operators.eq
+        and element.left is primary[0]
+        and isinstance(element.right, BindParameter)
+        and element.right.key == key
+        for element in conjuncts
+    )
 
 
 def _compile(

@@ -52,7 +52,7 @@ from bot.service.ports import (
     SlackRefs,
 )
 from bot.store import prepared
-from bot.store.batch import Batch
+from bot.store.batch import Batch, unexpected_count
 from bot.store.db import WORKER_LOCK_CLASS, Database, WriteTransaction
 from bot.store.prepared import Prepared
 from bot.store.tables import (
@@ -461,17 +461,17 @@ class _TimerMixin:
         rows = [params] if isinstance(params, Mapping) else list(params)
         if not rows:
             return
-        self._forget_timers(statement)
         batch = self._batch
         if batch is not None:
-            if not batch.takes(statement, rows) and batch:
-                await self.flush()
+            if not batch.takes(statement, rows):
+                await self.flush()  # what it holds goes first (nothing, if it holds nothing)
             if batch.takes(statement, rows):
+                self._forget_timers(statement)
                 batch.add(statement, rows, expect=expect, error=error)
                 return
         result = await self._run(statement, rows if len(rows) > 1 else rows[0])
         if expect is not None and result.rowcount != expect:
-            raise (error or RuntimeError)()
+            raise (error or unexpected_count)()
 
     async def flush(self, *, commit: bool = False) -> None:
         """Send the writes held (PostgreSQL). `commit`: the transaction ends now; if
