@@ -89,6 +89,9 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.reconnect = reconnect
         self._wakeup = asyncio.Event()
+        # How many times `wake` was called: a claim that took all there was is repeated in
+        # full only after something new was recorded (`run_once`).
+        self._recorded = 0
         self._stopping = False
         self.timers: Timers | None = None
         # Liveness: when the loop last came round (monotonic seconds), read by /healthz.
@@ -101,6 +104,7 @@ class Worker:
 
     def wake(self) -> None:
         """Something new was recorded: look now instead of at the next poll."""
+        self._recorded += 1
         self._wakeup.set()
 
     async def housekeep(self) -> int:
@@ -117,22 +121,28 @@ class Worker:
         Jobs run side by side, up to `concurrency`. Each one's outcome is recorded as soon
         as it ends, in the same transaction that claims the next due jobs (the next job of
         that incident among them), so a slot never waits for a slower neighbour and an
-        incident's jobs follow each other without a round of their own. New claims stop
-        after `REFILL_SECONDS`, so that due timers are looked at again in time. Jobs for
-        other servers (PagerDuty, SMTP) are run beside the loop (`_detach`).
+        incident's jobs follow each other without a round of their own. Once a claim has
+        taken all there was, and until something new is recorded, those claims ask only
+        for the next job behind each one that ended: a claim that asks for more than it can
+        find reads its whole window (`claim_jobs`). New claims stop after
+        `REFILL_SECONDS`, so that due timers are looked at again in time (and what became
+        due meanwhile is claimed). Jobs for other servers (PagerDuty, SMTP) are run beside
+        the loop (`_detach`).
         """
         fired = await self._fire_timers()
         await self.give_way()
+        asked, recorded = self._slots(), self._recorded
         async with self.store.transaction() as tx:
             jobs = await tx.claim_jobs(
                 now=self.clock.now(),
                 worker=self.name,
-                limit=self._slots(),
+                limit=asked,
                 lease_seconds=self.lease_seconds,
                 running=list(self._detached),
             )
         if not jobs:
             return fired
+        all_taken = len(jobs) < asked
         started = time.monotonic()
         running: dict[asyncio.Task[tuple[Job, str, Any]], Job] = {}
 
@@ -154,13 +164,23 @@ class Worker:
                     running.pop(task)
                     outcomes.append(task.result())
                 refill = not self._stopping and time.monotonic() - started < REFILL_SECONDS
+                room, successors_only = 0, False
                 if refill:
                     await self.give_way()
+                    room = self._slots() - len(running)
+                    # A claim took all there was and nothing was recorded since: only the
+                    # next job behind each one that ended can have become claimable.
+                    successors_only = all_taken and self._recorded == recorded
+                    if successors_only:
+                        room = min(room, sum(o != "retry" for _, o, _ in outcomes))
+                    recorded = self._recorded
                 more = await self._record(
                     outcomes,
-                    claim=self._slots() - len(running) if refill else 0,
+                    claim=room,
                     running=[job.id for job in running.values()] + list(self._detached),
                 )
+                if room and not successors_only:
+                    all_taken = len(more) < room
                 start(more)
                 ran += len(more)
         finally:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sqlite3
+import statistics
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -26,13 +27,14 @@ from sqlalchemy.pool import QueuePool
 from bot import worker as worker_module
 from bot.service import deadline
 from bot.service.deadline import answering, give_way, within
+from bot.service.ports import Job
 from bot.slack.app import Background
 from bot.store import db as db_module
 from bot.store import repository as repository_module
 from bot.store import tables
 from bot.store.db import Database, WriterQueue
 from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
-from bot.store.repository import SqlStore, _take_number
+from bot.store.repository import SqlStore, SqlTx, _take_number
 from tests.conftest import _postgres_param
 from tests.harness import Slack, ThroughSQLAlchemy
 
@@ -637,6 +639,103 @@ async def test_a_claim_reads_the_front_of_the_backlog_not_all_of_it(database: Da
     ]
 
 
+async def _queued_behind_one_job(database: Database, depth: int) -> None:
+    """Incident 0001: its first job under way (another worker's, alive), then `depth`
+    messages and a page waiting behind it. Incident 0002, declared after: one job, due."""
+    await _declared(database, range(1, 3), done_below=1)  # 0001 done, 0002 all waiting
+    job = {
+        "incident_id": "INC-20261123-0001", "kind": "post", "payload": {}, "attempts": 0,
+        "run_after": _NOW, "created_at": _NOW, "state": "pending",
+        "locked_by": None, "locked_until": None,
+    }  # fmt: skip
+    rows = [{**job, "state": "running", "locked_by": "other",
+             "locked_until": _NOW + timedelta(minutes=5)}]  # fmt: skip
+    rows += [job] * depth + [{**job, "kind": "pagerduty"}]
+    async with database.transaction() as connection:
+        # 0002's jobs go after 0001's: ids in the order of this list
+        await connection.execute(
+            tables.slack_jobs.update()
+            .where(tables.slack_jobs.c.incident_id == "INC-20261123-0002")
+            .values(state="done")
+        )
+        await connection.execute(insert(tables.slack_jobs), rows)
+        await connection.execute(
+            insert(tables.slack_jobs),
+            [{**job, "incident_id": "INC-20261123-0002", "kind": "create_channel"}],
+        )
+    if not database.is_sqlite:
+        async with database.engine.connect() as connection:
+            await connection.execute(text("ANALYZE slack_jobs"))
+            await connection.commit()
+
+
+async def _claim_and_count(database: Database, running: list[int]) -> tuple[list[Job], int]:
+    """One claim of up to 4 jobs (never one of `running`), committed: what it took, and how
+    much it read (SQLite's virtual machine steps, or the rows PostgreSQL read from
+    slack_jobs)."""
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    async def rows_read(tx: SqlTx) -> int:  # PostgreSQL: by this connection, not yet reported
+        read = await tx.c.execute(
+            text(
+                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
+                "FROM pg_stat_xact_user_tables WHERE relname = 'slack_jobs'"
+            )
+        )
+        return int(read.scalar_one())
+
+    writer = database._writer
+    if writer is not None:
+        writer.connection.set_progress_handler(step, 1)
+    try:
+        async with SqlStore(database).transaction() as tx:
+            before = 0 if writer is not None else await rows_read(tx)
+            jobs = await tx.claim_jobs(
+                now=_NOW + timedelta(seconds=1),
+                worker="worker",
+                limit=4,
+                lease_seconds=60,
+                running=running,
+            )
+            if writer is None:
+                steps[0] = await rows_read(tx) - before
+    finally:
+        if writer is not None:
+            writer.connection.set_progress_handler(None, 1)
+    return jobs, steps[0]
+
+
+@pytest.mark.parametrize("depth", [300, 3000])
+async def test_a_long_queue_behind_one_job_neither_slows_claims_nor_holds_up_others(
+    database: Database, depth: int
+) -> None:
+    """One incident's messages can pile up behind its job under way (a chatty incident,
+    Slack slow for its channel). A claim reads a bounded window of the waiting jobs, so
+    its cost does not grow with that queue; it looks one window further at each claim,
+    so another incident's work, and the same incident's page (a lane of its own), are
+    still taken within a few claims."""
+    await database.hold_liveness("other")  # PostgreSQL: the other worker is alive
+    await _queued_behind_one_job(database, depth)
+    taken: list[Job] = []
+    works: list[int] = []
+    for _ in range(depth // repository_module.CLAIM_WINDOW + 3):
+        jobs, work = await _claim_and_count(database, [job.id for job in taken])
+        taken += jobs
+        works.append(work)
+    assert sorted(f"{job.incident_id} {job.kind}" for job in taken) == [
+        "INC-20261123-0001 pagerduty",
+        "INC-20261123-0002 create_channel",
+    ]
+    # Two windows' worth, however deep the queue (reading all 3,000 would be some 100 VM
+    # steps or 2 rows read for each).
+    per_job = {"sqlite": 150, "postgresql": 5}[database.dialect]
+    assert statistics.median(works) < 2 * repository_module.CLAIM_WINDOW * per_job, works
+
+
 async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Database) -> None:
     """The worker records the jobs that ended together in one transaction; on PostgreSQL
     the finished ones in one statement (one round trip, not one each). Only the jobs whose
@@ -730,3 +829,36 @@ async def test_the_pool_is_opened_at_start_up(slack: Slack) -> None:
 
     await asyncio.gather(*(hold() for _ in range(pool.size() - 1)))  # one keeps a lock
     assert opened == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the worker's logic; SQLite counts exactly
+async def test_working_through_one_incidents_queue_costs_the_same_per_message(
+    slack: Slack,
+) -> None:
+    """A hundred notes made while the worker was busy elsewhere wait behind each other in
+    their incident's queue. Once a claim has taken all there was, the worker claims only
+    the next message behind each one it finished (until something new is recorded), so
+    each message's turn costs a few statements, not a walk of the queue behind it."""
+    channel = await slack.declare("sev2 checkout slow")
+    for n in range(100):
+        await slack.command(f"note step {n}", channel=channel.id, settle=False)
+    writer = slack.bot.database._writer
+    assert writer is not None
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    writer.connection.set_progress_handler(step, 1)
+    try:
+        await slack.settle()
+    finally:
+        writer.connection.set_progress_handler(None, 1)
+    posted = [m.text for m in channel.messages if "step" in m.text]
+    assert len(posted) == 100
+    assert "step 0" in posted[0]
+    assert "step 99" in posted[-1]
+    # Each turn's statements take some 800 VM steps; walking the rest of the queue at each
+    # turn took some 3,500.
+    assert steps[0] / 100 < 1_500, steps[0] / 100

@@ -267,10 +267,15 @@ def _abandoned(locked_by: Any, locked_until: Any, now: Any, *, postgres: bool) -
     return or_(expired, probe)
 
 
+# A claim reads at most this many unfinished jobs in one look (`claim_jobs`).
+CLAIM_WINDOW = 256
+
+
 @functools.cache
 def _claim_statement(*, postgres: bool) -> Prepared:
     """`claim_jobs`' one statement, built once (building it took more of the worker's time
-    than running it): choose the claimable jobs and claim them, returning their rows.
+    than running it): choose the claimable jobs among the `b_window` unfinished jobs after
+    `b_after` (in id order), and claim them, returning their rows.
 
     Claimable: pending and due; or running and either its own while not running here
     (`b_running`: a run whose outcome could not be recorded, the database gone, to run again
@@ -296,7 +301,10 @@ def _claim_statement(*, postgres: bool) -> Prepared:
     chosen = (
         select(jobs.id)
         .where(
-            text(f"slack_jobs.{_UNFINISHED}"),  # literal: the partial indexes' predicate
+            jobs.id.in_(_window()),
+            # Said again out here: PostgreSQL then starts its walk of the outer rows at the
+            # window, not at the first unfinished job.
+            jobs.id > bindparam("b_after", type_=Integer()),
             claimable,
             jobs.id.not_in(running),
             ~_blocked(),  # a job of no incident has no earlier job: never blocked
@@ -317,6 +325,31 @@ def _claim_statement(*, postgres: bool) -> Prepared:
         )
         .returning(*slack_jobs.c)
     )
+
+
+def _after() -> Any:
+    """The unfinished jobs after `b_after`, in id order (the index of unfinished jobs)."""
+    return (
+        select(slack_jobs.c.id)
+        .where(
+            text(f"slack_jobs.{_UNFINISHED}"),  # literal: the partial indexes' predicate
+            slack_jobs.c.id > bindparam("b_after", type_=Integer()),
+        )
+        .order_by(slack_jobs.c.id)
+    )
+
+
+def _window() -> Any:
+    """What one look of a claim reads: the ids of the `CLAIM_WINDOW` unfinished jobs after
+    `b_after`."""
+    return _after().limit(CLAIM_WINDOW)
+
+
+# The last id of a full window (`_window`); no row when fewer jobs follow `b_after`.
+_WINDOW_END = Prepared(_after().offset(CLAIM_WINDOW - 1).limit(1))
+# Where each worker of this process looks next past a front too busy to hold its claims
+# (`claim_jobs`), by worker name.
+_looked_up_to: dict[str, int] = {}
 
 
 _INCIDENTS_IN = Prepared(
@@ -870,6 +903,13 @@ class SqlTx(_TimerMixin):
         `running`: the jobs this worker is running at this moment, never claimed again (it
         claims while they run). A job it holds and does not run (its outcome could not be
         recorded: the database went away) is claimed again at once.
+
+        A claim reads the oldest `CLAIM_WINDOW` unfinished jobs, and stops there: its cost
+        never grows with the work waiting. Only when that front is full and holds fewer
+        claimable jobs than wanted (the rest wait behind their incident's job under way: a
+        chatty incident, Slack slow for one channel) does it look at the next window, one
+        further at each claim, from the front again after the last: every job waiting is
+        looked at within a few claims, so no incident waits for another's queue.
         """
         statement = _claim_statement(postgres=self._postgres)
         values = {
@@ -878,8 +918,18 @@ class SqlTx(_TimerMixin):
             "b_running": list(running),
             "b_limit": limit,
             "b_until": now + timedelta(seconds=lease_seconds),
+            "b_after": 0,
         }
-        rows = sorted((await self._run(statement, values)).mappings(), key=lambda row: row["id"])
+        rows = list((await self._run(statement, values)).mappings())
+        if len(rows) < limit:
+            front = (await self._run(_WINDOW_END, {"b_after": 0})).scalar()
+            if front is not None:  # full: look further, where the last such look ended
+                values["b_after"] = after = max(front, _looked_up_to.get(worker, 0))
+                values["b_limit"] = limit - len(rows)
+                rows += (await self._run(statement, values)).mappings()
+                end = (await self._run(_WINDOW_END, {"b_after": after})).scalar()
+                _looked_up_to[worker] = end or 0  # past the last: after the front next time
+        rows.sort(key=lambda row: row["id"])
         wanted = sorted({row["incident_id"] for row in rows if row["incident_id"]})
         found: dict[str, IncidentRecord] = {}
         if wanted:
