@@ -101,6 +101,15 @@ class Json(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+# The loggers slack_sdk's clients log through (each module's own).
+SLACK_SDK_CLIENT_LOGGERS = (
+    "slack_sdk.web.async_base_client",
+    "slack_sdk.web.base_client",
+    "slack_sdk.webhook.async_client",
+    "slack_sdk.webhook.client",
+)
+
+
 def setup(level: str, *, secrets: list[str], fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(Json() if fmt == "json" else Text())
@@ -113,6 +122,11 @@ def setup(level: str, *, secrets: list[str], fmt: str = "text") -> None:
     # slack_sdk logs request headers at DEBUG (the filter masks them) and each retry at
     # INFO, which the bot's own retry lines already say; Bolt's INFO lines repeat requests.
     logging.getLogger("slack_sdk").setLevel(quiet)
+    # Its clients build those DEBUG lines (every request's parameters, every response's
+    # body) whenever their own logger has no level of its own, whatever level it inherits,
+    # and only then drop them: the same level set on each spares that work on every call.
+    for client in SLACK_SDK_CLIENT_LOGGERS:
+        logging.getLogger(client).setLevel(quiet)
     logging.getLogger("slack_bolt").setLevel(quiet)
     # Alembic announces its plugins and DDL mode at every start.
     logging.getLogger("alembic").setLevel(quiet)
