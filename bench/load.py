@@ -413,6 +413,7 @@ class Row:
     in_flight: int
     bot: Figures
     floor: Figures
+    cpu_ms: float | None = None  # the bot's CPU time per request, its Slack work included
 
 
 @dataclass
@@ -461,6 +462,16 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest rank: the smallest value with at least q of them at or below it."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process has used so far (user and system), read from Linux's /proc;
+    None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def warmup_for(in_flight: int) -> int:
@@ -528,8 +539,10 @@ class BotRun:
         general: str,
         options: argparse.Namespace,
         report: Report,
+        pid: int,
     ) -> None:
         self.gen, self.fake, self.capture, self.clock = gen, fake, capture, clock
+        self.pid = pid
         self.http, self.base, self.database, self.general = http, base, database, general
         self.events = f"{base}/slack/events"
         self.floor_events = f"{floor}/slack/events"
@@ -591,6 +604,7 @@ class BotRun:
         acks_only = [Request(r.content_type, r.body, "") for r in warm + requests]
         _, floor_ms, floor_errors = await self.gen.run(self.floor_events, acks_only, in_flight=n)
         progress(f"{self.database}: {kind} at {n} in flight: the floor done, now the bot")
+        used = cpu_seconds(self.pid)
         _, ms, errors = await self.gen.run(self.events, warm + requests, in_flight=n)
         skip = len(warm)
         ms, errors = ms[skip:], errors[skip:]
@@ -598,6 +612,9 @@ class BotRun:
             said = await followups(self.fake, requests, "Escalation stopped")
             errors = [e or s for e, s in zip(errors, said, strict=True)]
         waited = await drain(self.http, self.base)
+        cpu_ms = None
+        if used is not None and (now_used := cpu_seconds(self.pid)) is not None:
+            cpu_ms = (now_used - used) * 1000 / len(warm + requests)
         if waited > 1:
             self.report.notes.append(
                 f"{self.database}, {kind} at {n} in flight: the Slack work of the "
@@ -609,6 +626,7 @@ class BotRun:
             n,
             Figures(ms, [e for e in errors if e]),
             Figures(floor_ms[skip:], [e for e in floor_errors[skip:] if e]),
+            cpu_ms,
         )
 
     async def notes(self, count: int) -> list[Request]:
@@ -737,6 +755,7 @@ async def bot_rows(
         )
         workdir = tmp / database.lower()
         workdir.mkdir()
+        pids: list[int] = []
         async with (
             serving(
                 f"the bot ({database})",
@@ -745,6 +764,7 @@ async def bot_rows(
                 cwd=workdir,
                 log=tmp / f"bot-{database.lower()}.log",
                 port=port,
+                pids=pids,
             ) as base,
             aiohttp.ClientSession() as http,
             Capture(fake) as capture,
@@ -761,6 +781,7 @@ async def bot_rows(
                 general=general,
                 options=options,
                 report=report,
+                pid=pids[0],
             )
             await run.warm_up()
             live = await run.declaration_to_live(options.live_rate, options.live_seconds)
@@ -872,20 +893,22 @@ def render(report: Report) -> str:
         "Acknowledgement latency under load (milliseconds). Each row: the same Slack-signed "
         "requests sent to the floor (a bare Bolt app that only acks), then to the bot, by a "
         "load generator in its own process keeping N in flight; after a warm-up. "
-        "× floor: the bot's p50 / p99 over the floor's.",
+        "× floor: the bot's p50 / p99 over the floor's. CPU: the bot process's CPU time per "
+        "request, from the first request to the end of their Slack work (ms).",
         f"Machine: {machine(report.postgres)}.",
         "",
         "| request | database | in flight | requests | p50 | p99 | max | errors "
-        "| floor p50 | floor p99 | p50 × floor | p99 × floor |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| floor p50 | floor p99 | p50 × floor | p99 × floor | CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in report.rows:
         bot, floor = row.bot, row.floor
+        cpu = "—" if row.cpu_ms is None else f"{row.cpu_ms:.2f}"
         out.append(
             f"| {REQUEST_NAMES.get(row.request, row.request)} | {row.database} | "
             f"{row.in_flight} | {len(bot.ms)} | {bot.p50:.1f} | {bot.p99:.1f} | "
             f"{max(bot.ms):.1f} | {len(bot.errors)} | {floor.p50:.1f} | {floor.p99:.1f} | "
-            f"×{bot.p50 / floor.p50:.1f} | ×{bot.p99 / floor.p99:.1f} |"
+            f"×{bot.p50 / floor.p50:.1f} | ×{bot.p99 / floor.p99:.1f} | {cpu} |"
         )
     if report.live:
         first = report.live[0]
