@@ -683,7 +683,8 @@ async def _claim_and_count(database: Database, running: list[int]) -> tuple[list
         read = await tx.c.execute(
             text(
                 "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
-                "FROM pg_stat_xact_user_tables WHERE relname = 'slack_jobs'"
+                "FROM pg_stat_xact_user_tables "
+                "WHERE relname = 'slack_jobs' AND schemaname = current_schema()"
             )
         )
         return int(read.scalar_one())
