@@ -136,6 +136,11 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def others_answering() -> bool:
+    """Whether Slack requests other than the caller's own are being answered now."""
+    return _waiting > (1 if in_request() else 0)
+
+
 def in_request() -> bool:
     """Whether the caller works for someone waiting on a Slack request (inside `within`)."""
     return _attempt.get() is not None

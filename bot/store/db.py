@@ -22,7 +22,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Executable
 
-from bot.service.deadline import commit_starting, in_request
+from bot.service.deadline import commit_starting, in_request, others_answering
 from bot.store import inline
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class WriterQueue:
         self._holder: asyncio.Task[Any] | None = None
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._background: deque[asyncio.Future[None]] = deque()
+        # Called when the writer is let go with nobody waiting for it (`Database.writing`).
+        self.on_idle: Callable[[], None] | None = None
 
     async def acquire(self, *, urgent: bool) -> None:
         me = asyncio.current_task()
@@ -118,10 +120,28 @@ class WriterQueue:
                     turn.set_result(None)  # still held: it passes straight to that waiter
                     return
         self._held = False
+        if self.on_idle is not None:
+            self.on_idle()
 
     @property
     def waiting(self) -> int:
         return sum(not turn.done() for turn in (*self._urgent, *self._background))
+
+    def someone_waits(self, *, urgent: bool) -> bool:
+        """Whether a writer waits for its turn (with `urgent`, one made for a request)."""
+        queues = (self._urgent,) if urgent else (self._urgent, self._background)
+        return any(not turn.done() for queue in queues for turn in queue)
+
+
+# SQLite: the most writers whose work one commit carries (`Database.writing`).
+GROUP_MOST = 50
+# Commits of transactions left behind (`Database._commit_left_behind`), while they run.
+_left_behind: set[asyncio.Task[None]] = set()
+
+
+def _retrieved(outcome: asyncio.Future[None]) -> None:
+    if not outcome.cancelled():
+        outcome.exception()
 
 
 # SQLite: how long a write waits for another program's write lock before it fails.
@@ -219,6 +239,12 @@ class Database:
         self._checkpointer = (
             inline.Checkpointer(make_url(url).database or "") if self._writer is not None else None
         )
+        # SQLite: whether a write transaction is open on the writer, and the writers whose
+        # work is in it, waiting for its commit (`writing`: group commit).
+        self._open = False
+        self._group: list[asyncio.Future[None]] = []
+        if self._writers is not None and self._writer is not None:
+            self._writers.on_idle = self._commit_left_behind
 
     def reopen(self) -> Database:
         """A new engine on the same database (as a restarted process would have)."""
@@ -264,24 +290,144 @@ class Database:
         """SQLite on a file: one write transaction, begun and ended on the writer's sqlite3
         connection, in turn with the process's other writers (a Slack request's first).
         Statements run there directly (`prepared.run`) or through SQLAlchemy's view of the
-        same connection, checked out only if one is needed."""
+        same connection, checked out only if one is needed.
+
+        Group commit: a commit writes every page the transaction changed to the log, two
+        system calls a page (some 20 pages, 0.18 ms, for a declaration: 40 % of its cost).
+        While other Slack requests are being answered, a writer done with its work lets
+        them run one turn of the loop first. When another writer then waits for its turn
+        (a request's transaction only hands on to another request's), the transaction is
+        left open for it, and its own work follows under a savepoint of its own; the last
+        of the group (at most `GROUP_MOST`) commits everyone's work at once. Each writer's
+        block returns only once that commit is done, so nothing is "done" before it is
+        durable; a writer whose work fails is rolled back to its savepoint alone, and a
+        commit that fails fails every writer of the group.
+        """
         writer, engine, writers = self._writer, self._writer_engine, self._writers
         if writer is None or engine is None or writers is None:
             raise RuntimeError("only SQLite on a file writes directly")
-        await writers.acquire(urgent=in_request())
+        urgent = in_request()
+        await writers.acquire(urgent=urgent)
+        # Under a savepoint only when others' work is in the transaction already: alone in
+        # it, a writer that fails rolls it all back (a savepoint's journal costs a little).
+        shared = bool(self._group)
         try:
-            writing = WriteTransaction(await writer.begin(), engine)
+            if not self._open:
+                await writer.begin()
+                self._open = True
+            raw = writer.connection
+            if shared:
+                raw.execute("SAVEPOINT writer")
+        except BaseException:
+            await self._end_turn(writer, urgent=urgent)
+            raise
+        writing = WriteTransaction(raw, engine)
+        try:
             try:
                 yield writing
             finally:
                 await writing.release()
-            commit_starting()
-            await writer.commit()
+            if shared:
+                raw.execute("RELEASE writer")
+        except BaseException:
+            self._undo_own_work(writer, shared=shared)
+            await self._end_turn(writer, urgent=urgent)
+            raise
+        committed = asyncio.get_running_loop().create_future()
+        committed.add_done_callback(_retrieved)  # a writer cancelled meanwhile never reads it
+        self._group.append(committed)
+        commit_starting()
+        try:
+            if others_answering():
+                # Let the requests under way that are ready to write queue for the writer
+                # first: they then go on in this transaction, and one commit serves all.
+                await asyncio.sleep(0)
         finally:
-            writer.rollback()  # still open only if the work failed or was interrupted
-            writers.release()
-        if self._checkpointer is not None:
+            await self._end_turn(writer, urgent=urgent)
+        await committed
+
+    def _undo_own_work(self, writer: inline.Writer, *, shared: bool) -> None:
+        """Roll back one writer's failed or interrupted work, and only its own."""
+        connection = writer.connection
+        if not shared or not connection.in_transaction:
+            writer.rollback()
+            self._open = False
+            return
+        try:
+            connection.execute("ROLLBACK TO writer")
+            connection.execute("RELEASE writer")
+        except sqlite3.Error as error:  # its savepoint is gone: the whole group fails
+            group, self._group = self._group, []
+            writer.rollback()
+            self._open = False
+            for waiting in group:
+                if not waiting.done():
+                    waiting.set_exception(error)
+
+    async def _end_turn(self, writer: inline.Writer, *, urgent: bool) -> None:
+        """Hand the open transaction to the next writer waiting (a request's only to another
+        request's), or commit it for the whole group; either way the writer is let go."""
+        writers = self._writers
+        assert writers is not None
+        if self._open and len(self._group) < GROUP_MOST and writers.someone_waits(urgent=urgent):
+            writers.release()  # the next writer goes on in the same transaction
+            return
+        if self._open:
+            try:
+                committed = writer.commit_at_once()
+            except Exception as error:
+                self._group_over(writer, error)
+                return
+            if not committed:  # another program holds a lock: wait for it
+                # Shielded: a writer cancelled meanwhile leaves the commit to end, and the
+                # writer to be let go, for the others.
+                await asyncio.shield(self._commit_group(writer))
+                return
+        self._group_over(writer, None)
+
+    async def _commit_group(self, writer: inline.Writer) -> None:
+        try:
+            await writer.commit()
+        except Exception as error:
+            self._group_over(writer, error)
+        else:
+            self._group_over(writer, None)
+
+    def _group_over(self, writer: inline.Writer, error: Exception | None) -> None:
+        """The open transaction is committed (or, with `error`, failed and rolled back): its
+        writers are told, and the writer is let go."""
+        group, self._group = self._group, []
+        if error is not None:
+            writer.rollback()
+        elif self._open and self._checkpointer is not None:
             self._checkpointer.committed()
+        self._open = False
+        for waiting in group:
+            if not waiting.done():
+                if error is None:
+                    waiting.set_result(None)
+                else:
+                    waiting.set_exception(error)
+        assert self._writers is not None
+        self._writers.release()
+
+    def _commit_left_behind(self) -> None:
+        """The writer was let go with a transaction open and nobody to carry it on (the
+        writer it was handed to was cancelled first): commit it in a turn of its own."""
+        if not self._open or self._writer is None or self._writers is None:
+            return
+        writer, writers = self._writer, self._writers
+
+        async def commit() -> None:
+            await writers.acquire(urgent=True)
+            if self._open:
+                await self._commit_group(writer)
+            else:
+                writers.release()
+
+        task = asyncio.get_running_loop().create_task(commit())
+        _left_behind.add(task)
+        task.add_done_callback(_left_behind.discard)
 
     @asynccontextmanager
     async def _transaction(

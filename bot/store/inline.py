@@ -50,8 +50,15 @@ CHECKPOINT_EVERY = 100
 WRITER_CHECKPOINT_PAGES = 4000
 
 # What every connection to the file sets, the writer's and the readers': the write-ahead
-# log, foreign keys enforced, and a commit that waits for the disk only at checkpoints.
-PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL")
+# log, foreign keys enforced, a commit that waits for the disk only at checkpoints, and
+# temporary data (a savepoint's journal of the pages it changed: group commit) in memory,
+# not in a file written at every savepoint.
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA temp_store=MEMORY",
+)
 
 # First waits when the database is locked by another program, then the longest one.
 _BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
@@ -230,6 +237,17 @@ class Writer:
     async def commit(self) -> None:
         connection = self.connection
         await _patiently(lambda: connection.execute("COMMIT"), self.busy_seconds)
+
+    def commit_at_once(self) -> bool:
+        """Commit now if nothing is in the way (True); False if another program's lock is,
+        and `commit` must wait for it."""
+        try:
+            self.connection.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            if _busy(error):
+                return False
+            raise
+        return True
 
     def rollback(self) -> None:
         """Ends whatever transaction is open (none after a commit): never leaves one for
