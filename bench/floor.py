@@ -34,7 +34,7 @@ class _NoStore:
     async def ping(self) -> bool:
         return True
 
-    def transaction(self, *, read_only: bool = False) -> Any:
+    def transaction(self, *, read_only: bool = False, autocommit: bool = False) -> Any:
         raise NotImplementedError
 
     def declaring(self, day: Any) -> Any:

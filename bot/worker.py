@@ -132,7 +132,8 @@ class Worker:
         fired = await self._fire_timers()
         await self.give_way()
         asked, recorded = self._slots(), self._recorded
-        async with self.store.transaction() as tx:
+        # Each of the claim's statements is atomic; together they need not be.
+        async with self.store.transaction(autocommit=True) as tx:
             jobs = await tx.claim_jobs(
                 now=self.clock.now(),
                 worker=self.name,

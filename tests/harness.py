@@ -200,6 +200,8 @@ class ThroughSQLAlchemy(SqlStore):
     (`bot.store.prepared`): its transactions are still begun and committed by the writer."""
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+    async def transaction(
+        self, *, read_only: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[SqlTx]:
         async with self.database.transaction(read_only=read_only) as connection:
             yield SqlTx(connection)

@@ -751,11 +751,11 @@ class FailsOnce:
     def __init__(self, store: Any) -> None:
         self.store, self.failed = store, False
 
-    def transaction(self, *, read_only: bool = False) -> Any:
+    def transaction(self, *, read_only: bool = False, autocommit: bool = False) -> Any:
         if not self.failed:
             self.failed = True
             raise ConnectionRefusedError("database unreachable")
-        return self.store.transaction(read_only=read_only)
+        return self.store.transaction(read_only=read_only, autocommit=autocommit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

@@ -24,6 +24,7 @@ from bot.store.db import Database
 from bot.store.prepared import Prepared
 from bot.store.repository import _TIMERS_OF, ConcurrentUpdate, SqlStore, SqlTx
 from tests.conftest import _postgres_param
+from tests.harness import Slack
 from tests.test_direct_writes import _contents, _journey
 
 POSTGRES = pytest.mark.parametrize("backend", [_postgres_param()])
@@ -39,8 +40,10 @@ class OneStatementEach(SqlStore):
     own before they are re-planned, as before batches."""
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
-        async with super().transaction(read_only=read_only) as tx:
+    async def transaction(
+        self, *, read_only: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[SqlTx]:
+        async with super().transaction(read_only=read_only, autocommit=autocommit) as tx:
             tx._batch = None
             tx._timers_read = _NeverKept()
             yield tx
@@ -290,3 +293,26 @@ def test_a_key_that_does_not_name_one_row_is_refused() -> None:
         Prepared(by_key, batch=True, key="b_id")
     by_id = update(tables.timers).where(tables.timers.c.id == bindparam("b_id"))
     assert Prepared(by_id, batch=True, key="b_id").key == "b_id"
+
+
+@POSTGRES
+async def test_posting_a_note_costs_the_worker_few_round_trips(slack: Slack) -> None:
+    """The worker's part of a note on PostgreSQL: the due timers and due jobs are each
+    claimed by one statement that commits as it runs, and the message's `ts` is saved the
+    same way; only recording the outcome (with the next claim) is a transaction."""
+    channel = await slack.declare("sev2 checkout slow")
+    await slack.command("note warm-up", channel=channel.id)
+    database = slack.bot.database
+    await database.engine.dispose()  # new connections: the round trips are all seen
+    with round_trips(database) as sent:
+        await slack.command("note the cache is cold", channel=channel.id, settle=False)
+        sent.clear()
+        await slack.settle()
+    assert "the cache is cold" in channel.messages[-1].text
+    assert [sql.split()[0] for sql in sent if sql.startswith(("BEGIN", "COMMIT"))] == [
+        "BEGIN",
+        "COMMIT;",
+    ], sent
+    # Two rounds: timers, jobs (and a look past the front), the incident's record; the
+    # message's ts; the outcome recorded with the next claim; then timers and jobs again.
+    assert len(sent) <= 13, sent

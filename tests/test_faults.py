@@ -182,10 +182,12 @@ class FlakyStore:
         self.down = False
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Any]:
+    async def transaction(
+        self, *, read_only: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[Any]:
         if self.down:
             raise ConnectionRefusedError("database unreachable")
-        async with self.store.transaction(read_only=read_only) as tx:
+        async with self.store.transaction(read_only=read_only, autocommit=autocommit) as tx:
             yield tx
 
     @asynccontextmanager
@@ -339,8 +341,10 @@ class CommitsWhileLooking:
         self.store, self.worker = store, worker
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Any]:
-        async with self.store.transaction(read_only=read_only) as tx:
+    async def transaction(
+        self, *, read_only: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[Any]:
+        async with self.store.transaction(read_only=read_only, autocommit=autocommit) as tx:
             real = tx.next_job_due
 
             async def next_job_due() -> Any:

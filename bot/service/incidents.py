@@ -891,7 +891,7 @@ class IncidentService:
         self, *, worker: str, limit: int = 50, lease_seconds: int = 60
     ) -> int:
         """Fire every due timer (each exactly once, even with several processes)."""
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(autocommit=True) as tx:  # one statement
             claimed = await tx.claim_timers(
                 now=self.clock.now(), worker=worker, limit=limit, lease_seconds=lease_seconds
             )

@@ -212,9 +212,13 @@ class Tx(Protocol):
 
 
 class Store(Protocol):
-    def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[Tx]:
+    def transaction(
+        self, *, read_only: bool = False, autocommit: bool = False
+    ) -> AbstractAsyncContextManager[Tx]:
         """One unit of work; `read_only` promises it only reads (it may then run beside a
-        writer instead of after it)."""
+        writer instead of after it). `autocommit`: each of its statements is atomic and
+        committed as it runs, and need not be atomic with the others (PostgreSQL: no BEGIN
+        and COMMIT, two round trips fewer); SQLite runs them in one transaction anyway."""
         ...
 
     def declaring(self, day: date) -> AbstractAsyncContextManager[tuple[int | None, Tx]]:

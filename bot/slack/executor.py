@@ -544,7 +544,7 @@ class SlackExecutor:
 
     # ---- reaching people ---------------------------------------------------------------
     async def _save_result(self, job: Job) -> None:
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(autocommit=True) as tx:  # one statement
             if not await tx.save_job_result(job.id, dict(job.result), worker=job.worker):
                 raise JobRetry("another worker took this job over; it carries on")
 

@@ -446,6 +446,21 @@ class Database:
             await transaction.commit()
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose statements each commit as they run (PostgreSQL): no BEGIN, no
+        COMMIT. For work whose statements need not be atomic together."""
+        if self._writers is not None:
+            raise RuntimeError("SQLite writes in transactions of the writer")
+        async with self.engine.connect() as connection:
+            default = connection.default_isolation_level
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                yield connection
+                await connection.commit()  # SQLAlchemy's bookkeeping: nothing is sent
+            finally:
+                await connection.execution_options(isolation_level=default)
+
+    @asynccontextmanager
     async def transaction_after(
         self, first: Callable[[AsyncConnection], Awaitable[T]]
     ) -> AsyncIterator[tuple[T, AsyncConnection]]:

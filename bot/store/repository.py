@@ -605,22 +605,24 @@ class _TimerMixin:
                 ),
             ),
         )
-        statement = select(timers).where(claimable).order_by(timers.c.due_at, timers.c.id)
-        statement = statement.limit(limit)
+        chosen = select(timers.c.id).where(claimable).order_by(timers.c.due_at, timers.c.id)
+        chosen = chosen.limit(limit)
         if self._postgres:
-            statement = statement.with_for_update(skip_locked=True)
-        rows = list((await self._execute(statement)).mappings())
-        if not rows:
-            return []
-        await self._execute(
+            chosen = chosen.with_for_update(skip_locked=True)
+        # One statement: atomic by itself, so it may commit as it runs (`autocommit`).
+        claimed = (
             update(timers)
-            .where(timers.c.id.in_([row["id"] for row in rows]))
+            .where(timers.c.id.in_(chosen.scalar_subquery()))
             .values(
                 state="firing",
                 locked_by=worker,
                 locked_until=now + timedelta(seconds=lease_seconds),
             )
+            .returning(timers.c.id, timers.c.incident_id, timers.c.key, timers.c.kind)
+            .returning(timers.c.due_at, timers.c.data)
         )
+        found = (await self._execute(claimed)).mappings()
+        rows = sorted(found, key=lambda row: (row["due_at"], row["id"]))
         return [
             ClaimedTimer(
                 id=row["id"],
@@ -1285,10 +1287,18 @@ class SqlStore:
         self.database = database
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SqlTx]:
+    async def transaction(
+        self, *, read_only: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[SqlTx]:
         if not read_only and self.database.writes_directly:
             async with self.database.writing() as writing:
                 yield SqlTx(writing)
+            return
+        if autocommit and not self.database.is_sqlite:
+            async with self.database.autocommit() as connection:
+                tx = SqlTx(connection)
+                yield tx
+                await tx.flush(commit=True)
             return
         async with self.database.transaction(read_only=read_only) as connection:
             tx = SqlTx(connection)
