@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import declare, load, timers
+from bench import claims, declare, load, timers
 
 
 def main() -> None:
     sys.argv = [sys.argv[0]]
     declare.main()
+    claims.main()
     load.main()
     timers.main()
 

@@ -2,8 +2,10 @@
 
 Under a burst every waiting request pays for the loop time of those ahead of it, so this
 cost, not the database's, sets the acknowledgement latency of `bench.load`'s declare rows.
-N declarations are made one after another through `IncidentService.declare` (no HTTP, no
-Slack, no worker) on a new database, after a warm-up.
+N declarations are made through `IncidentService.declare` (no HTTP, no Slack, no worker) on
+a new database, after a warm-up: one after another, then 20 and 50 at a time, each as a
+Slack request is answered (`deadline.answering` and `within`), so that SQLite's writers
+meet at the writer and commit in groups as they do under a burst.
 
     python -m bench.declare [--declarations 2000] [--postgres-url URL] [--no-postgres]
 
@@ -26,6 +28,7 @@ from sqlalchemy import text
 from bench.load import machine
 from bot.clock import FakeClock
 from bot.domain.policy import default_policy
+from bot.service.deadline import answering, within
 from bot.service.incidents import IncidentService
 from bot.store.db import Database
 from bot.store.repository import SqlStore
@@ -33,36 +36,58 @@ from bot.store.repository import SqlStore
 _WARM_UP = 200
 
 
-async def _declarations(store: SqlStore, count: int) -> tuple[float, float]:
-    """(wall, CPU) milliseconds per declaration, after a warm-up."""
+IN_FLIGHT = (1, 20, 50)
+Row = tuple[str, int, float, float]  # store, in flight, wall and CPU ms per declaration
+
+
+async def _declarations(store: SqlStore, count: int, name: str) -> list[Row]:
+    """(wall, CPU) milliseconds per declaration at each of `IN_FLIGHT`, after a warm-up."""
     service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
     for n in range(_WARM_UP):
         await service.declare(severity="sev3", title=f"warm-up {n}", by="U1")
-    wall, cpu = time.perf_counter(), time.process_time()
-    for n in range(count):
-        await service.declare(
-            severity="sev3",
-            title=f"bench {n}",
-            by="U1",
-            response_url="https://hooks.slack.com/commands/1",
+    rows = []
+    for in_flight in IN_FLIGHT:
+        turns = asyncio.Semaphore(in_flight)
+
+        async def request(n: int, turns: asyncio.Semaphore = turns) -> None:
+            async with turns:
+                with answering():
+                    await within(
+                        lambda: service.declare(
+                            severity="sev3",
+                            title=f"bench {n}",
+                            by="U1",
+                            response_url="https://hooks.slack.com/commands/1",
+                        )
+                    )
+
+        wall, cpu = time.perf_counter(), time.process_time()
+        if in_flight == 1:
+            for n in range(count):
+                await request(n)
+        else:
+            await asyncio.gather(*(request(n) for n in range(count)))
+        rows.append(
+            (
+                name,
+                in_flight,
+                (time.perf_counter() - wall) * 1000 / count,
+                (time.process_time() - cpu) * 1000 / count,
+            )
         )
-    return (
-        (time.perf_counter() - wall) * 1000 / count,
-        (time.process_time() - cpu) * 1000 / count,
-    )
+    return rows
 
 
-async def _row(name: str, url: str, count: int) -> tuple[str, float, float]:
+async def _row(name: str, url: str, count: int) -> list[Row]:
     database = Database(url)
     await database.migrate()
     try:
-        wall, cpu = await _declarations(SqlStore(database), count)
+        return await _declarations(SqlStore(database), count, name)
     finally:
         await database.dispose()
-    return name, wall, cpu
 
 
-async def _postgres(admin_url: str, count: int) -> tuple[str, float, float] | None:
+async def _postgres(admin_url: str, count: int) -> list[Row]:
     schema = f"bench_declare_{os.getpid()}"
     admin = Database(admin_url)
     try:
@@ -71,33 +96,23 @@ async def _postgres(admin_url: str, count: int) -> tuple[str, float, float] | No
     except Exception as error:  # no server: the row is left out, and said so
         print(f"PostgreSQL left out ({type(error).__name__}: {error})")
         await admin.dispose()
-        return None
+        return []
     database = Database(admin_url, connect_args={"server_settings": {"search_path": schema}})
     try:
         await database.migrate()
-        wall, cpu = await _declarations(SqlStore(database), count)
+        return await _declarations(SqlStore(database), count, "PostgreSQL")
     finally:
         await database.dispose()
         async with admin.transaction() as connection:
             await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
-    return "PostgreSQL", wall, cpu
 
 
-async def measure(count: int, postgres_url: str | None) -> list[tuple[str, float, float]]:
-    rows = []
+async def measure(count: int, postgres_url: str | None) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(
-            await _row(
-                "SQLite",
-                f"sqlite+aiosqlite:///{Path(tmp) / 'incidents.db'}",
-                count,
-            )
-        )
+        rows = await _row("SQLite", f"sqlite+aiosqlite:///{Path(tmp) / 'incidents.db'}", count)
     if postgres_url:
-        row = await _postgres(postgres_url, count)
-        if row is not None:
-            rows.append(row)
+        rows += await _postgres(postgres_url, count)
     return rows
 
 
@@ -116,14 +131,15 @@ def main() -> None:
         measure(options.declarations, None if options.no_postgres else options.postgres_url)
     )
     print(
-        f"\nOne declaration's cost to the event loop ({options.declarations} declarations one "
-        "after another through IncidentService.declare, in the process; milliseconds each)."
+        f"\nOne declaration's cost to the event loop ({options.declarations} declarations "
+        "through IncidentService.declare at each number in flight, in the process; "
+        "milliseconds each)."
     )
     print(f"Machine: {machine(None)}.\n")
-    print("| store | wall | CPU |")
-    print("|---|--:|--:|")
-    for name, wall, cpu in rows:
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} |")
+    print("| store | in flight | wall | CPU |")
+    print("|---|--:|--:|--:|")
+    for name, in_flight, wall, cpu in rows:
+        print(f"| {name} | {in_flight} | {wall:.2f} | {cpu:.2f} |")
 
 
 if __name__ == "__main__":
