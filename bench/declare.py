@@ -45,28 +45,28 @@ async def _declarations(store: SqlStore, count: int, name: str) -> list[Row]:
     service = IncidentService(store=store, policy=default_policy(), clock=FakeClock())
     for n in range(_WARM_UP):
         await service.declare(severity="sev3", title=f"warm-up {n}", by="U1")
+
+    async def request(n: int, turns: asyncio.Semaphore) -> None:
+        async with turns:
+            with answering():
+                await within(
+                    lambda: service.declare(
+                        severity="sev3",
+                        title=f"bench {n}",
+                        by="U1",
+                        response_url="https://hooks.slack.com/commands/1",
+                    )
+                )
+
     rows = []
     for in_flight in IN_FLIGHT:
         turns = asyncio.Semaphore(in_flight)
-
-        async def request(n: int, turns: asyncio.Semaphore = turns) -> None:
-            async with turns:
-                with answering():
-                    await within(
-                        lambda: service.declare(
-                            severity="sev3",
-                            title=f"bench {n}",
-                            by="U1",
-                            response_url="https://hooks.slack.com/commands/1",
-                        )
-                    )
-
         wall, cpu = time.perf_counter(), time.process_time()
         if in_flight == 1:
             for n in range(count):
-                await request(n)
+                await request(n, turns)
         else:
-            await asyncio.gather(*(request(n) for n in range(count)))
+            await asyncio.gather(*(request(n, turns) for n in range(count)))
         rows.append(
             (
                 name,

@@ -139,6 +139,19 @@ GROUP_MOST = 50
 _left_behind: set[asyncio.Task[None]] = set()
 
 
+@asynccontextmanager
+async def _autocommitting(connection: AsyncConnection) -> AsyncIterator[None]:
+    """Within the block, each statement on `connection` commits as it runs; then the
+    connection is as it was."""
+    default = connection.default_isolation_level
+    await connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        yield
+        await connection.commit()  # SQLAlchemy's bookkeeping: nothing is sent
+    finally:
+        await connection.execution_options(isolation_level=default)
+
+
 def _retrieved(outcome: asyncio.Future[None]) -> None:
     if not outcome.cancelled():
         outcome.exception()
@@ -357,12 +370,9 @@ class Database:
             connection.execute("ROLLBACK TO writer")
             connection.execute("RELEASE writer")
         except sqlite3.Error as error:  # its savepoint is gone: the whole group fails
-            group, self._group = self._group, []
             writer.rollback()
             self._open = False
-            for waiting in group:
-                if not waiting.done():
-                    waiting.set_exception(error)
+            self._tell_group(error)
 
     async def _end_turn(self, writer: inline.Writer, *, urgent: bool) -> None:
         """Hand the open transaction to the next writer waiting (a request's only to another
@@ -396,20 +406,26 @@ class Database:
     def _group_over(self, writer: inline.Writer, error: Exception | None) -> None:
         """The open transaction is committed (or, with `error`, failed and rolled back): its
         writers are told, and the writer is let go."""
-        group, self._group = self._group, []
         if error is not None:
             writer.rollback()
         elif self._open and self._checkpointer is not None:
             self._checkpointer.committed()
         self._open = False
-        for waiting in group:
-            if not waiting.done():
-                if error is None:
-                    waiting.set_result(None)
-                else:
-                    waiting.set_exception(error)
+        self._tell_group(error)
         assert self._writers is not None
         self._writers.release()
+
+    def _tell_group(self, error: Exception | None) -> None:
+        """The writers waiting on the open transaction learn its outcome (`error`: it was
+        rolled back)."""
+        group, self._group = self._group, []
+        for waiting in group:
+            if waiting.done():
+                continue
+            if error is None:
+                waiting.set_result(None)
+            else:
+                waiting.set_exception(error)
 
     def _commit_left_behind(self) -> None:
         """The writer was let go with a transaction open and nobody to carry it on (the
@@ -451,14 +467,8 @@ class Database:
         COMMIT. For work whose statements need not be atomic together."""
         if self._writers is not None:
             raise RuntimeError("SQLite writes in transactions of the writer")
-        async with self.engine.connect() as connection:
-            default = connection.default_isolation_level
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                yield connection
-                await connection.commit()  # SQLAlchemy's bookkeeping: nothing is sent
-            finally:
-                await connection.execution_options(isolation_level=default)
+        async with self.engine.connect() as connection, _autocommitting(connection):
+            yield connection
 
     @asynccontextmanager
     async def transaction_after(
@@ -477,11 +487,8 @@ class Database:
         if self._writers is not None:
             raise RuntimeError("SQLite takes the day's number inside the declaration")
         async with self.engine.connect() as connection:
-            default = connection.default_isolation_level
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            value = await first(connection)
-            await connection.commit()  # SQLAlchemy's bookkeeping: nothing is sent
-            await connection.execution_options(isolation_level=default)
+            async with _autocommitting(connection):
+                value = await first(connection)
             transaction = await connection.begin()
             try:
                 yield value, connection

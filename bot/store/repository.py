@@ -274,8 +274,8 @@ CLAIM_WINDOW = 256
 @functools.cache
 def _claim_statement(*, postgres: bool) -> Prepared:
     """`claim_jobs`' one statement, built once (building it took more of the worker's time
-    than running it): choose the claimable jobs among the `b_window` unfinished jobs after
-    `b_after` (in id order), and claim them, returning their rows.
+    than running it): choose the claimable jobs among the `CLAIM_WINDOW` unfinished jobs
+    after `b_after` (in id order), and claim them, returning their rows.
 
     Claimable: pending and due; or running and either its own while not running here
     (`b_running`: a run whose outcome could not be recorded, the database gone, to run again
@@ -618,8 +618,14 @@ class _TimerMixin:
                 locked_by=worker,
                 locked_until=now + timedelta(seconds=lease_seconds),
             )
-            .returning(timers.c.id, timers.c.incident_id, timers.c.key, timers.c.kind)
-            .returning(timers.c.due_at, timers.c.data)
+            .returning(
+                timers.c.id,
+                timers.c.incident_id,
+                timers.c.key,
+                timers.c.kind,
+                timers.c.due_at,
+                timers.c.data,
+            )
         )
         found = (await self._execute(claimed)).mappings()
         rows = sorted(found, key=lambda row: (row["due_at"], row["id"]))
