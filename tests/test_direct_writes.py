@@ -270,6 +270,23 @@ async def test_a_failing_writer_leaves_its_group_untouched(tmp_path: Path) -> No
     await database.dispose()
 
 
+async def test_the_same_form_twice_in_one_group_acts_once(tmp_path: Path) -> None:
+    """A repeated submission whose transaction lands in the same group as the first sees
+    the first's once-key (uncommitted, in the same transaction), so it changes nothing."""
+    database = await _migrated(tmp_path / "incidents.db")
+    repeated: list[bool] = []
+
+    async def again(tx: SqlTx) -> None:
+        repeated.append(await tx.remember("view V1", now=_AT))
+
+    tasks, go = await _writers_queued_behind_one(database, [_remember("view V1"), again])
+    go.set()
+    await asyncio.gather(*tasks)
+    assert repeated == [False]
+    assert _stored_keys(tmp_path / "incidents.db") == ["view V1"]
+    await database.dispose()
+
+
 async def test_a_writer_cancelled_while_its_group_commits_leaves_it_to_commit(
     tmp_path: Path,
 ) -> None:
