@@ -66,7 +66,9 @@ def round_trips(database: Database) -> Iterator[list[str]]:
         sent.append(" ".join(sql.split()))
 
     def connected(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
+        dbapi_connection.driver_connection.add_query_logger(
+            lambda q: sent.append(" ".join(q.query.split()))
+        )
 
     event.listen(engine, "before_cursor_execute", statement)
     event.listen(engine, "connect", connected)
@@ -316,3 +318,25 @@ async def test_posting_a_note_costs_the_worker_few_round_trips(slack: Slack) -> 
     # Two rounds: timers, jobs (and a look past the front), the incident's record; the
     # message's ts; the outcome recorded with the next claim; then timers and jobs again.
     assert len(sent) <= 13, sent
+
+
+@POSTGRES
+async def test_a_declarations_statements_go_straight_to_the_driver(database: Database) -> None:
+    """PostgreSQL: a declaration's two statements both commit as they run, so neither needs
+    SQLAlchemy's execution path: the incident is stored, and nothing passed through it."""
+    through_sqlalchemy: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        through_sqlalchemy.append(sql)
+
+    service = IncidentService(store=SqlStore(database), policy=default_policy(), clock=FakeClock())
+    await service.declare(severity="sev3", title="warm", by="U1")
+    event.listen(database.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        await service.declare(severity="sev3", title="straight", by="U1")
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", statement)
+    assert through_sqlalchemy == []
+    async with database.transaction(read_only=True) as connection:
+        titles = (await connection.execute(select(tables.incidents.c.title))).scalars().all()
+    assert "straight" in titles

@@ -34,7 +34,7 @@ from bot.store import repository as repository_module
 from bot.store import tables
 from bot.store.db import Database, WriterQueue
 from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
-from bot.store.repository import SqlStore, SqlTx, _take_number
+from bot.store.repository import _TAKE_NUMBER, SqlStore, SqlTx, _take_number
 from tests.conftest import _postgres_param
 from tests.harness import Slack, ThroughSQLAlchemy
 
@@ -401,10 +401,11 @@ async def test_the_numbers_commit_alone_does_not_wait_for_the_disk(database: Dat
     async with store.declaring(date(2026, 11, 23)) as (number, tx):
         seen.append((await tx.c.execute(text("SHOW synchronous_commit"))).scalar_one())
     assert number == 1
-    async with database.transaction() as connection:
-        probe = await _take_number(connection, date(2026, 11, 23))
+    async with database.transaction() as connection:  # the same statement, then a look
+        statement = _TAKE_NUMBER.statement
+        taken = (await connection.execute(statement, {"b_day": "20261123"})).scalar_one()
         seen.append((await connection.execute(text("SHOW synchronous_commit"))).scalar_one())
-    assert probe == 2
+    assert taken == 2
     assert seen == ["on", "off"]
 
 

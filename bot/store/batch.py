@@ -43,7 +43,7 @@ from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.expression import ClauseElement
 
-from bot.store.prepared import Plan, Prepared
+from bot.store.prepared import Plan, Prepared, send
 
 # PostgreSQL accepts at most 32,767 parameters in one statement; a batch is sent before
 # it would need more than this.
@@ -130,9 +130,10 @@ class Batch:
         """Whether a statement reading `tables` would see writes still held here."""
         return not self._written.isdisjoint(tables)
 
-    async def send(self, connection: AsyncConnection) -> None:
+    async def send(self, connection: AsyncConnection, *, direct: bool = False) -> None:
         """Send the held writes as one statement, inside the connection's transaction (or,
-        in autocommit, as a transaction of its own); check the counts; empty the batch."""
+        in autocommit, as a transaction of its own); check the counts; empty the batch.
+        `direct`: straight to asyncpg (`prepared.send`), where it commits as it runs."""
         writes, self._writes, self._written, self._parameters = self._writes, [], set(), 0
         self._rows = {}
         if not writes:
@@ -144,8 +145,10 @@ class Batch:
             for r, row in enumerate(write.rows):
                 for key, value in row.items():
                     values[f"w{i}_{r}_{key}"] = value
-        result = await connection.exec_driver_sql(plan.sql, plan.bind(values))
-        counts = result.one()
+        if direct:
+            counts = (await send(connection, plan, values)).one()
+        else:
+            counts = (await connection.exec_driver_sql(plan.sql, plan.bind(values))).one()
         for write, columns in zip(writes, groups, strict=True):
             if write.expect is not None and sum(counts[j] for j in columns) != write.expect:
                 raise (write.error or unexpected_count)()

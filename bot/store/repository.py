@@ -454,6 +454,7 @@ class _TimerMixin:
 
     _batch: Batch | None
     _sent: bool
+    _autocommit: bool
     _timers_read: dict[str, list[Any]]
 
     def _forget_timers(self, statement: Prepared | None) -> None:
@@ -471,6 +472,11 @@ class _TimerMixin:
         if self._batch and self._batch.touches(statement.tables):
             await self.flush()
         self._sent = True
+        if self._autocommit and (params is None or isinstance(params, Mapping)):
+            connection = cast(AsyncConnection, self.c)
+            return await prepared.send(
+                connection, statement.plan(self._dialect, params or {}), params
+            )
         return await self.c.execute(statement.statement, params)
 
     async def _execute(self, statement: Executable, params: Any = None) -> Any:
@@ -514,20 +520,17 @@ class _TimerMixin:
         if not batch:
             return
         connection = cast(AsyncConnection, self.c)
+        if self._autocommit:
+            await batch.send(connection, direct=True)
+            return
         if not commit or self._sent or batch.checks_counts:
             self._sent = True
             await batch.send(connection)
             return
-        dbapi = (await connection.get_raw_connection()).dbapi_connection
-        if dbapi is None:
-            raise RuntimeError("the connection was closed")
-        default = connection.default_isolation_level
-        self._dialect.set_isolation_level(dbapi, "AUTOCOMMIT")
-        try:
-            commit_starting()
-            await batch.send(connection)
-        finally:
-            self._dialect.set_isolation_level(dbapi, default or "READ COMMITTED")
+        # Nothing sent yet, so SQLAlchemy has not begun the transaction: sent straight to
+        # asyncpg, the batch commits as it runs, and the transaction's COMMIT sends nothing.
+        commit_starting()
+        await batch.send(connection, direct=True)
 
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
@@ -681,11 +684,17 @@ class _TimerMixin:
 
 
 class SqlTx(_TimerMixin):
-    def __init__(self, connection: AsyncConnection | WriteTransaction) -> None:
+    """`autocommit`: PostgreSQL, a connection whose statements each commit as they run;
+    the prepared ones are then sent straight to asyncpg (`prepared.send`)."""
+
+    def __init__(
+        self, connection: AsyncConnection | WriteTransaction, *, autocommit: bool = False
+    ) -> None:
         self.c = connection
         self._raw = connection.raw if isinstance(connection, WriteTransaction) else None
         self._dialect = connection.dialect
         self._postgres = connection.dialect.name == "postgresql"
+        self._autocommit = autocommit and self._postgres
         # PostgreSQL: the writes waiting to go to the server together (`_write`)
         self._batch = Batch(self._dialect) if self._postgres else None
         self._sent = False
@@ -1270,20 +1279,24 @@ class SqlTx(_TimerMixin):
 
 # PostgreSQL: the day's next number, and (`set_config(…, true)`, i.e. SET LOCAL) a commit
 # that does not wait for the disk, in one statement: one round trip instead of two.
-_TAKE_NUMBER = text(
-    """
-    INSERT INTO incident_days (day, last_seq)
-    SELECT :b_day, 1 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local
-    ON CONFLICT (day) DO UPDATE SET last_seq = incident_days.last_seq + 1
-    RETURNING last_seq
-    """
+_TAKE_NUMBER = Prepared(
+    text(
+        """
+        INSERT INTO incident_days (day, last_seq)
+        SELECT :b_day, 1 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local
+        ON CONFLICT (day) DO UPDATE SET last_seq = incident_days.last_seq + 1
+        RETURNING last_seq
+        """
+    ).columns(column("last_seq", Integer()))
 )
 
 
 async def _take_number(connection: AsyncConnection, day: date) -> int:
     """PostgreSQL: the day's next number. Its transaction's commit (with autocommit, the
     statement's own) does not wait for the disk (see `SqlStore.declaring`)."""
-    return int((await connection.execute(_TAKE_NUMBER, {"b_day": f"{day:%Y%m%d}"})).scalar_one())
+    values = {"b_day": f"{day:%Y%m%d}"}
+    plan = _TAKE_NUMBER.plan(connection.dialect, values)
+    return int((await prepared.send(connection, plan, values)).scalar_one())
 
 
 class SqlStore:
@@ -1302,7 +1315,7 @@ class SqlStore:
             return
         if autocommit and not self.database.is_sqlite:
             async with self.database.autocommit() as connection:
-                tx = SqlTx(connection)
+                tx = SqlTx(connection, autocommit=True)
                 yield tx
                 await tx.flush(commit=True)
             return
