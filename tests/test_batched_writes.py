@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, event, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import FakeClock
 from bot.domain import clocks
@@ -318,6 +319,36 @@ async def test_posting_a_note_costs_the_worker_few_round_trips(slack: Slack) -> 
     # Two rounds: timers, jobs (and a look past the front), the incident's record; the
     # message's ts; the outcome recorded with the next claim; then timers and jobs again.
     assert len(sent) <= 13, sent
+
+
+@POSTGRES
+async def test_a_claim_asks_for_the_driver_connection_once(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a claim in autocommit sends several statements straight to asyncpg; the
+    driver's connection under SQLAlchemy's is asked for once (each ask is a greenlet
+    switch), and every statement still runs: the jobs and their incident come back."""
+    service = IncidentService(store=SqlStore(database), policy=default_policy(), clock=FakeClock())
+    record = await service.declare(severity="sev3", title="claimed", by="U1")
+    asked: list[object] = []
+    original = AsyncConnection.get_raw_connection
+
+    async def counting(connection: AsyncConnection) -> Any:
+        asked.append(connection)
+        return await original(connection)
+
+    monkeypatch.setattr(AsyncConnection, "get_raw_connection", counting)
+    await database.engine.dispose()  # new connections: the round trips are all seen
+    with round_trips(database) as sent:
+        async with SqlStore(database).transaction(autocommit=True) as tx:
+            jobs = await tx.claim_jobs(
+                now=FakeClock().now() + timedelta(hours=1), worker="w", limit=5, lease_seconds=60
+            )
+    assert jobs
+    assert {job.incident_id for job in jobs} == {record.incident.id}
+    assert all(job.incident is not None for job in jobs)
+    assert len(sent) >= 2, sent  # the claim, and its incidents' rows (and the window's end)
+    assert len(asked) == 1
 
 
 @POSTGRES

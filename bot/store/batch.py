@@ -130,10 +130,13 @@ class Batch:
         """Whether a statement reading `tables` would see writes still held here."""
         return not self._written.isdisjoint(tables)
 
-    async def send(self, connection: AsyncConnection, *, direct: bool = False) -> None:
+    async def send(
+        self, connection: AsyncConnection, *, direct: bool = False, driver: Any = None
+    ) -> None:
         """Send the held writes as one statement, inside the connection's transaction (or,
         in autocommit, as a transaction of its own); check the counts; empty the batch.
-        `direct`: straight to asyncpg (`prepared.send`), where it commits as it runs."""
+        `direct`: straight to asyncpg (`prepared.send`, with its `driver`), where it commits
+        as it runs."""
         writes, self._writes, self._written, self._parameters = self._writes, [], set(), 0
         self._rows = {}
         if not writes:
@@ -146,7 +149,7 @@ class Batch:
                 for key, value in row.items():
                     values[f"w{i}_{r}_{key}"] = value
         if direct:
-            counts = (await send(connection, plan, values)).one()
+            counts = (await send(connection, plan, values, driver=driver)).one()
         else:
             counts = (await connection.exec_driver_sql(plan.sql, plan.bind(values))).one()
         for write, columns in zip(writes, groups, strict=True):

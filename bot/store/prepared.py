@@ -298,8 +298,21 @@ def run(
         raise DBAPIError.instance(plan.sql, params, error, sqlite3.Error) from error
 
 
+async def driver_of(connection: AsyncConnection) -> Any:
+    """`connection`'s asyncpg connection (asking SQLAlchemy for it costs a greenlet switch:
+    a caller sending several statements asks once and passes it to `send`)."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None:
+        raise RuntimeError("the connection was closed")
+    return driver
+
+
 async def send(
-    connection: AsyncConnection, plan: Plan, values: Mapping[str, Any] | None = None
+    connection: AsyncConnection,
+    plan: Plan,
+    values: Mapping[str, Any] | None = None,
+    *,
+    driver: Any = None,
 ) -> Ran:
     """PostgreSQL: run `plan` with `values` straight on `connection`'s asyncpg connection.
 
@@ -309,13 +322,12 @@ async def send(
     as SQLAlchemy binds them and rows read as it reads them (the same conversions, on the
     connection SQLAlchemy set asyncpg's JSON codecs up on); asyncpg's errors are raised as
     the SQLAlchemy errors they would be, and a connection that broke is invalidated, so the
-    pool never hands it out again."""
+    pool never hands it out again. `driver`: `driver_of(connection)`, if the caller has it."""
     import asyncpg  # type: ignore[import-untyped]  # PostgreSQL's driver
 
     arguments = plan.bind(values or {})
-    driver = (await connection.get_raw_connection()).driver_connection
     if driver is None:
-        raise RuntimeError("the connection was closed")
+        driver = await driver_of(connection)
     try:
         if plan.returns_rows:
             records = await driver.fetch(plan.sql, *arguments)

@@ -455,7 +455,14 @@ class _TimerMixin:
     _batch: Batch | None
     _sent: bool
     _autocommit: bool
+    _driver: Any
     _timers_read: dict[str, list[Any]]
+
+    async def _direct(self) -> Any:
+        """PostgreSQL: the asyncpg connection under this transaction's, asked for once."""
+        if self._driver is None:
+            self._driver = await prepared.driver_of(cast(AsyncConnection, self.c))
+        return self._driver
 
     def _forget_timers(self, statement: Prepared | None) -> None:
         """Timers read with an incident's row no longer stand for the table once a
@@ -475,7 +482,10 @@ class _TimerMixin:
         if self._autocommit and (params is None or isinstance(params, Mapping)):
             connection = cast(AsyncConnection, self.c)
             return await prepared.send(
-                connection, statement.plan(self._dialect, params or {}), params
+                connection,
+                statement.plan(self._dialect, params or {}),
+                params,
+                driver=await self._direct(),
             )
         return await self.c.execute(statement.statement, params)
 
@@ -521,7 +531,7 @@ class _TimerMixin:
             return
         connection = cast(AsyncConnection, self.c)
         if self._autocommit:
-            await batch.send(connection, direct=True)
+            await batch.send(connection, direct=True, driver=await self._direct())
             return
         if not commit or self._sent or batch.checks_counts:
             self._sent = True
@@ -530,7 +540,7 @@ class _TimerMixin:
         # Nothing sent yet, so SQLAlchemy has not begun the transaction: sent straight to
         # asyncpg, the batch commits as it runs, and the transaction's COMMIT sends nothing.
         commit_starting()
-        await batch.send(connection, direct=True)
+        await batch.send(connection, direct=True, driver=await self._direct())
 
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
@@ -698,6 +708,7 @@ class SqlTx(_TimerMixin):
         # PostgreSQL: the writes waiting to go to the server together (`_write`)
         self._batch = Batch(self._dialect) if self._postgres else None
         self._sent = False
+        self._driver: Any = None
         # PostgreSQL: an incident's timers as read with its locked row, by its id, until
         # re-planned or until anything else may have written timers (`_forget_timers`)
         self._timers_read: dict[str, list[Any]] = {}
