@@ -195,13 +195,19 @@ def post_as(channel: Channel, user: str, text: str, *, at: datetime) -> Message:
     return message
 
 
+class _SqlAlchemyTx(SqlTx):
+    async def _direct(self) -> Any:
+        return None  # every statement through SQLAlchemy
+
+
 class ThroughSQLAlchemy(SqlStore):
     """The store with every statement run by SQLAlchemy, none directly on SQLite's writer
-    (`bot.store.prepared`): its transactions are still begun and committed by the writer."""
+    or on PostgreSQL's asyncpg connection (`bot.store.prepared`): its transactions are
+    still begun and committed by the writer."""
 
     @asynccontextmanager
     async def transaction(
         self, *, read_only: bool = False, autocommit: bool = False
     ) -> AsyncIterator[SqlTx]:
         async with self.database.transaction(read_only=read_only) as connection:
-            yield SqlTx(connection)
+            yield _SqlAlchemyTx(connection)

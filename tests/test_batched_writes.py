@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import FakeClock
 from bot.domain import clocks
+from bot.domain.incident import EventKind
 from bot.domain.policy import default_policy
 from bot.service.incidents import IncidentService, Where
 from bot.store import tables
@@ -371,3 +372,71 @@ async def test_a_declarations_statements_go_straight_to_the_driver(database: Dat
     async with database.transaction(read_only=True) as connection:
         titles = (await connection.execute(select(tables.incidents.c.title))).scalars().all()
     assert "straight" in titles
+
+
+@POSTGRES
+async def test_a_changes_statements_go_straight_to_the_driver(database: Database) -> None:
+    """PostgreSQL: a change's statements (the locked read, the batch of writes) run in the
+    transaction on asyncpg directly, none through SQLAlchemy's execution path; what they
+    wrote is stored, as a user sees it: the note on the timeline, the incident acknowledged."""
+    through_sqlalchemy: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        through_sqlalchemy.append(sql)
+
+    service = IncidentService(store=SqlStore(database), policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev2", title="payments down", by="U1")
+    where = Where(incident_id=declared.incident.id)
+    await service.add_note(where, by="U1", text="warm-up")
+    event.listen(database.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        await service.add_note(where, by="U2", text="the cache is cold")
+        await service.acknowledge(where, by="U2")
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", statement)
+    assert through_sqlalchemy == []
+    found = await service.find(where)
+    assert found.incident.acknowledged_by == "U2"
+    notes = [
+        (entry.actor, entry.data.get("text"))
+        for entry in await service.timeline(declared.incident.id)
+        if entry.kind == EventKind.NOTE_ADDED
+    ]
+    assert ("U2", "the cache is cold") in notes, notes
+
+
+@POSTGRES
+async def test_statements_sent_directly_and_through_sqlalchemy_share_one_transaction(
+    database: Database,
+) -> None:
+    """A statement sent straight to asyncpg begins the transaction as SQLAlchemy would have;
+    one SQLAlchemy runs afterwards joins it (it sees the first one's write), and a failure
+    rolls both back, leaving the pool's connection outside any transaction."""
+    one = _one_connection(database)
+    store = SqlStore(one)
+
+    class Undo(Exception):
+        pass
+
+    seen: list[str] = []
+
+    async def undone() -> None:
+        async with store.transaction() as tx:
+            assert await tx.remember("direct", now=FakeClock().now())  # straight to asyncpg
+            read = await tx.c.execute(select(tables.once_keys.c.key))  # through SQLAlchemy
+            seen.extend(read.scalars().all())
+            raise Undo
+
+    try:
+        with pytest.raises(Undo):
+            await undone()
+        assert seen == ["direct"]
+        async with one.transaction(read_only=True) as connection:
+            keys = (await connection.execute(select(tables.once_keys.c.key))).scalars().all()
+        assert keys == []
+        async with one.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            assert raw.driver_connection is not None
+            assert not raw.driver_connection.is_in_transaction()
+    finally:
+        await one.dispose()

@@ -135,8 +135,8 @@ class Batch:
     ) -> None:
         """Send the held writes as one statement, inside the connection's transaction (or,
         in autocommit, as a transaction of its own); check the counts; empty the batch.
-        `direct`: straight to asyncpg (`prepared.send`, with its `driver`), where it commits
-        as it runs."""
+        `direct`: straight to asyncpg (`prepared.send`, with its `driver`): in the
+        transaction `prepared.begin` began, or where it commits as it runs."""
         writes, self._writes, self._written, self._parameters = self._writes, [], set(), 0
         self._rows = {}
         if not writes:

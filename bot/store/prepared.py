@@ -20,12 +20,14 @@ column defaults computed in Python at execution time (every insert here names ev
 column), no RETURNING from a batch. An expanding `IN` list is written out by SQLAlchemy,
 once for each length it comes with.
 
-On PostgreSQL the same plans are sent straight to asyncpg (`send`) where no transaction
-needs SQLAlchemy's bookkeeping: a statement that commits as it runs (autocommit). Through
-SQLAlchemy's execution path a statement costs the loop about twice the CPU asyncpg spends
-sending it and reading its answer (an execution context, a cursor, a greenlet switch each
-way, the adapter's own statement cache); `python -m bench.declare` shows what that is per
-declaration.
+On PostgreSQL the same plans are sent straight to asyncpg (`send`): a statement that
+commits as it runs (autocommit), or one inside a transaction that `begin` began the way
+SQLAlchemy's first statement would have (its asyncpg adapter holds the transaction, so
+SQLAlchemy still commits it or rolls it back, and statements it runs itself join it).
+Through SQLAlchemy's execution path a statement costs the loop about twice the CPU asyncpg
+spends sending it and reading its answer (an execution context, a cursor, a greenlet
+switch each way, the adapter's own statement cache); `python -m bench.declare` shows what
+that is per declaration.
 """
 
 from __future__ import annotations
@@ -307,6 +309,32 @@ async def driver_of(connection: AsyncConnection) -> Any:
     return driver
 
 
+async def begin(connection: AsyncConnection) -> Any | None:
+    """PostgreSQL, in a transaction SQLAlchemy began (`connection.begin()`): make sure the
+    server's transaction has begun, as SQLAlchemy's first statement would have begun it
+    (its asyncpg adapter sends BEGIN, with the connection's isolation and read-only
+    settings, and holds the transaction: SQLAlchemy's commit and rollback end it, and
+    statements it runs itself join it); return the asyncpg connection, for `send`.
+
+    None where the adapter is not the one this knows (another SQLAlchemy version): the
+    caller then runs its statements through SQLAlchemy, which begins the transaction
+    itself. A BEGIN that fails is raised as `send` raises a statement's error."""
+    raw = await connection.get_raw_connection()
+    adapter: Any = raw.dbapi_connection
+    driver = raw.driver_connection
+    start = getattr(adapter, "_start_transaction", None)
+    if start is None or driver is None or not hasattr(adapter, "_transaction"):
+        return None
+    if adapter._transaction is None:
+        try:
+            await start()
+        except Exception as error:
+            raise await _translated(connection, driver, "BEGIN", (), error) from error
+        if adapter._transaction is None:  # the connection is in autocommit
+            return None
+    return driver
+
+
 async def send(
     connection: AsyncConnection,
     plan: Plan,
@@ -316,15 +344,14 @@ async def send(
 ) -> Ran:
     """PostgreSQL: run `plan` with `values` straight on `connection`'s asyncpg connection.
 
-    Only where nothing waits on SQLAlchemy's transaction: on a connection in autocommit,
-    or before anything was sent in its transaction (SQLAlchemy begins one at the first
-    statement it sends itself), so the statement commits as it runs. The values are bound
-    as SQLAlchemy binds them and rows read as it reads them (the same conversions, on the
-    connection SQLAlchemy set asyncpg's JSON codecs up on); asyncpg's errors are raised as
-    the SQLAlchemy errors they would be, and a connection that broke is invalidated, so the
-    pool never hands it out again. `driver`: `driver_of(connection)`, if the caller has it."""
-    import asyncpg  # type: ignore[import-untyped]  # PostgreSQL's driver
-
+    Only where SQLAlchemy's transaction bookkeeping has nothing to do: on a connection in
+    autocommit, before anything was sent in its transaction (SQLAlchemy begins one at the
+    first statement it sends itself), so the statement commits as it runs, or after
+    `begin`. The values are bound as SQLAlchemy binds them and rows read as it reads them
+    (the same conversions, on the connection SQLAlchemy set asyncpg's JSON codecs up on);
+    asyncpg's errors are raised as the SQLAlchemy errors they would be, and a connection
+    that broke is invalidated, so the pool never hands it out again. `driver`:
+    `driver_of(connection)` or `begin(connection)`, if the caller has it."""
     arguments = plan.bind(values or {})
     if driver is None:
         driver = await driver_of(connection)
@@ -333,17 +360,29 @@ async def send(
             records = await driver.fetch(plan.sql, *arguments)
             return Ran(plan.read(records), len(records))
         return Ran([], _count(await driver.execute(plan.sql, *arguments)))
-    except asyncpg.IntegrityConstraintViolationError as error:
-        raise IntegrityError(plan.sql, arguments, error) from error
-    except asyncpg.SyntaxOrAccessError as error:
-        raise ProgrammingError(plan.sql, arguments, error) from error
-    except asyncpg.PostgresError as error:
-        raise DatabaseError(plan.sql, arguments, error) from error
-    except Exception as error:  # the connection: closed, reset, timed out
-        broken = driver.is_closed()
-        if broken:
-            await connection.invalidate()
-        raise OperationalError(plan.sql, arguments, error, connection_invalidated=broken) from error
+    except Exception as error:
+        raise await _translated(connection, driver, plan.sql, arguments, error) from error
+
+
+async def _translated(
+    connection: AsyncConnection, driver: Any, sql: str, arguments: Any, error: Exception
+) -> Exception:
+    """The SQLAlchemy error asyncpg's `error` would have been raised as; a connection that
+    broke (closed, reset, timed out) is invalidated first."""
+    import asyncpg  # type: ignore[import-untyped]  # PostgreSQL's driver
+
+    # The adapter's own errors (a BEGIN it sent) carry asyncpg's as their cause.
+    cause = error.__cause__ if not isinstance(error, asyncpg.PostgresError) else error
+    if isinstance(cause, asyncpg.IntegrityConstraintViolationError):
+        return IntegrityError(sql, arguments, cause)
+    if isinstance(cause, asyncpg.SyntaxOrAccessError):
+        return ProgrammingError(sql, arguments, cause)
+    if isinstance(cause, asyncpg.PostgresError):
+        return DatabaseError(sql, arguments, cause)
+    broken = driver.is_closed()
+    if broken:
+        await connection.invalidate()
+    return OperationalError(sql, arguments, error, connection_invalidated=broken)
 
 
 def _count(status: str) -> int:

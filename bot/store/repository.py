@@ -458,10 +458,19 @@ class _TimerMixin:
     _driver: Any
     _timers_read: dict[str, list[Any]]
 
+    _began: bool
+
     async def _direct(self) -> Any:
-        """PostgreSQL: the asyncpg connection under this transaction's, asked for once."""
-        if self._driver is None:
-            self._driver = await prepared.driver_of(cast(AsyncConnection, self.c))
+        """PostgreSQL: the asyncpg connection to send this transaction's prepared
+        statements to (`prepared.send`), asked for once. In a transaction (not autocommit)
+        it is begun first (`prepared.begin`); None: its statements go through SQLAlchemy."""
+        if not self._began:
+            connection = cast(AsyncConnection, self.c)
+            if self._autocommit:
+                self._driver = await prepared.driver_of(connection)
+            else:
+                self._driver = await prepared.begin(connection)
+            self._began = True
         return self._driver
 
     def _forget_timers(self, statement: Prepared | None) -> None:
@@ -471,22 +480,24 @@ class _TimerMixin:
             self._timers_read.clear()
 
     async def _run(self, statement: Prepared, params: prepared.Params = None) -> Any:
-        """A statement of every declaration or change: directly on SQLite's writer, else
-        through SQLAlchemy (`prepared`), after the held writes it would read (PostgreSQL)."""
+        """A statement of every declaration or change: directly on SQLite's writer, or on
+        PostgreSQL's asyncpg connection after the held writes it would read (`prepared`);
+        else (a batch of parameter sets, in-memory SQLite) through SQLAlchemy."""
         self._forget_timers(statement)
         if self._raw is not None:
             return prepared.run(self._raw, self._dialect, statement, params)
         if self._batch and self._batch.touches(statement.tables):
             await self.flush()
         self._sent = True
-        if self._autocommit and (params is None or isinstance(params, Mapping)):
-            connection = cast(AsyncConnection, self.c)
-            return await prepared.send(
-                connection,
-                statement.plan(self._dialect, params or {}),
-                params,
-                driver=await self._direct(),
-            )
+        if self._postgres and (params is None or isinstance(params, Mapping)):
+            driver = await self._direct()
+            if driver is not None:
+                return await prepared.send(
+                    cast(AsyncConnection, self.c),
+                    statement.plan(self._dialect, params or {}),
+                    params,
+                    driver=driver,
+                )
         return await self.c.execute(statement.statement, params)
 
     async def _execute(self, statement: Executable, params: Any = None) -> Any:
@@ -535,12 +546,13 @@ class _TimerMixin:
             return
         if not commit or self._sent or batch.checks_counts:
             self._sent = True
-            await batch.send(connection)
+            driver = await self._direct()  # the transaction begun
+            await batch.send(connection, direct=driver is not None, driver=driver)
             return
         # Nothing sent yet, so SQLAlchemy has not begun the transaction: sent straight to
         # asyncpg, the batch commits as it runs, and the transaction's COMMIT sends nothing.
         commit_starting()
-        await batch.send(connection, direct=True, driver=await self._direct())
+        await batch.send(connection, direct=True, driver=await prepared.driver_of(connection))
 
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
@@ -709,6 +721,7 @@ class SqlTx(_TimerMixin):
         self._batch = Batch(self._dialect) if self._postgres else None
         self._sent = False
         self._driver: Any = None
+        self._began = False
         # PostgreSQL: an incident's timers as read with its locked row, by its id, until
         # re-planned or until anything else may have written timers (`_forget_timers`)
         self._timers_read: dict[str, list[Any]] = {}
