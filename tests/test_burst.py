@@ -759,9 +759,25 @@ async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Databa
         if statement.lstrip().startswith("UPDATE slack_jobs"):
             statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", capture)
+    def logger_on(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(
+            lambda query: capture(None, None, query.query)
+        )
+
+    through_sqlalchemy: list[str] = []
+
+    def cursor(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("UPDATE slack_jobs"):
+            through_sqlalchemy.append(statement)
+        if database.is_sqlite:
+            capture(None, None, statement)
+
+    event.listen(engine, "before_cursor_execute", cursor)
     if database._writer is not None:  # SQLite: these statements go to sqlite3 directly
         database._writer.connection.set_trace_callback(lambda sql: capture(None, None, sql))
+    elif not database.is_sqlite:  # PostgreSQL: straight to asyncpg, on new connections
+        await database.engine.dispose()  # that log what they send
+        event.listen(engine, "connect", logger_on)
     try:
         async with SqlStore(database).transaction() as tx:
             held = await tx.finish_jobs(
@@ -770,9 +786,11 @@ async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Databa
                 now=_NOW + timedelta(seconds=1),
             )
     finally:
-        event.remove(engine, "before_cursor_execute", capture)
+        event.remove(engine, "before_cursor_execute", cursor)
         if database._writer is not None:
             database._writer.connection.set_trace_callback(None)
+        elif not database.is_sqlite:
+            event.remove(engine, "connect", logger_on)
     assert held == {2, 3}  # 5 is not a claim of this worker
     async with database.transaction(read_only=True) as connection:
         rows = (
@@ -791,6 +809,8 @@ async def test_a_batch_of_outcomes_is_recorded_in_one_statement(database: Databa
         (4, "running", "worker", None),
         (5, "pending", "other", None),
     ]
+    if not database.is_sqlite:  # sent straight to asyncpg (a statement of a fixed shape)
+        assert through_sqlalchemy == []
     assert len(statements) == (3 if database.is_sqlite else 1)
 
 

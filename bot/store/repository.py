@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -26,7 +27,6 @@ from sqlalchemy import (
     select,
     text,
     update,
-    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import aggregate_order_by
@@ -376,6 +376,32 @@ _FINISH = Prepared(
 )
 _SAVE_RESULT = Prepared(
     update(slack_jobs).where(_HELD).values(result=bindparam("b_result", type_=Json))
+)
+# PostgreSQL: jobs done, each with its result, in one statement of a fixed shape (the ids
+# and the results as two arrays, `unnest`ed side by side), so it is compiled once and sent
+# straight to asyncpg however many jobs it records.
+_FINISHED = (
+    func.unnest(
+        bindparam("b_ids", type_=postgresql.ARRAY(BigInteger())),
+        bindparam("b_results", type_=postgresql.ARRAY(Text())),
+    )
+    .table_valued(column("id", BigInteger()), column("result", Text()))
+    .render_derived(name="finished")
+)
+_FINISH_MANY = Prepared(
+    update(slack_jobs)
+    .where(
+        slack_jobs.c.id == _FINISHED.c.id,
+        slack_jobs.c.state == JobState.RUNNING,
+        slack_jobs.c.locked_by == bindparam("b_worker"),
+    )
+    .values(
+        state=JobState.DONE,
+        result=_FINISHED.c.result.cast(Json),
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        locked_until=None,
+    )
+    .returning(slack_jobs.c.id)
 )
 
 
@@ -1011,20 +1037,16 @@ class SqlTx(_TimerMixin):
                 if await self.finish_job(job_id, worker=worker, now=now, result=result):
                     held.add(job_id)
             return held
-        batch = values(column("id", BigInteger()), column("result", Json), name="finished").data(
-            list(finished)
+        done = await self._run(
+            _FINISH_MANY,
+            {
+                "b_ids": [job_id for job_id, _ in finished],
+                "b_results": [json.dumps(result) for _, result in finished],
+                "b_worker": worker,
+                "b_now": now,
+            },
         )
-        statement = (
-            update(slack_jobs)
-            .where(
-                slack_jobs.c.id == batch.c.id,
-                slack_jobs.c.state == JobState.RUNNING,
-                slack_jobs.c.locked_by == worker,
-            )
-            .values(state=JobState.DONE, result=batch.c.result, finished_at=now, locked_until=None)
-            .returning(slack_jobs.c.id)
-        )
-        return {int(job_id) for (job_id,) in (await self._execute(statement)).all()}
+        return {int(job_id) for (job_id,) in done.all()}
 
     async def retry_job(
         self,
