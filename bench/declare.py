@@ -28,9 +28,8 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-from sqlalchemy import text
-
 from bench.load import machine
+from bench.schema import postgres_schema
 from bot.clock import FakeClock
 from bot.domain.policy import default_policy
 from bot.service.deadline import answering, within
@@ -102,24 +101,10 @@ async def _row(name: str, url: str, count: int, kind: str) -> list[Row]:
 
 
 async def _postgres(admin_url: str, count: int, kind: str) -> list[Row]:
-    schema = f"bench_declare_{os.getpid()}"
-    admin = Database(admin_url)
-    try:
-        async with admin.transaction() as connection:
-            await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as error:  # no server: the row is left out, and said so
-        print(f"PostgreSQL left out ({type(error).__name__}: {error})")
-        await admin.dispose()
-        return []
-    database = Database(admin_url, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        await database.migrate()
+    async with postgres_schema(admin_url, "bench_declare") as database:
+        if database is None:
+            return []
         return await _declarations(SqlStore(database), count, "PostgreSQL", kind)
-    finally:
-        await database.dispose()
-        async with admin.transaction() as connection:
-            await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 async def measure(count: int, postgres_url: str | None, kind: str = "declare") -> list[Row]:

@@ -573,7 +573,8 @@ async def _work_of_a_claim(database: Database) -> int:
     engine = (database._writer_engine or database.engine).sync_engine
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.startswith("UPDATE slack_jobs SET state"):
+        # SQLite's claim; PostgreSQL's, with the look at the window and the incidents
+        if statement.startswith(("UPDATE slack_jobs SET state", "WITH claimed AS")):
             claims.append((statement, parameters))
 
     class Undo(Exception):

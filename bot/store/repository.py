@@ -23,9 +23,11 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -355,6 +357,34 @@ _looked_up_to: dict[str, int] = {}
 _INCIDENTS_IN = Prepared(
     select(incidents).where(incidents.c.id.in_(bindparam("b_ids", type_=String(), expanding=True)))
 )
+_OF_INCIDENT = "incident__"  # the prefix of an incident's columns in `_claim_and_look`'s rows
+
+
+@functools.cache
+def _claim_and_look() -> Prepared:
+    """PostgreSQL: `claim_jobs`' three statements in one, so a claim is one round trip, not
+    three: the claim (`_claim_statement`), where the window after `b_after` ends
+    (`_WINDOW_END`, as `window_end`) and each claimed job's incident (its columns prefixed
+    `_OF_INCIDENT`). One row at least, its job's columns empty when nothing was claimed.
+
+    The claim runs once, as a statement of its own would (a data-modifying WITH query); the
+    look at the window and the incidents see the database as the statement found it: the
+    jobs it claimed are unfinished either way, and each incident is the one its job was
+    claimed with."""
+    claimed = _claim_statement(postgres=True).statement.cte("claimed")  # type: ignore[attr-defined]
+    one = select(literal_column("1").label("one")).subquery("one")
+    window_end = _after().offset(CLAIM_WINDOW - 1).limit(1).scalar_subquery()
+    return Prepared(
+        select(
+            window_end.label("window_end"),
+            *claimed.c,
+            *(column.label(f"{_OF_INCIDENT}{column.name}") for column in incidents.c),
+        ).select_from(
+            one.outerjoin(claimed, true()).outerjoin(
+                incidents, incidents.c.id == claimed.c.incident_id
+            )
+        )
+    )
 
 
 # A job's row while `b_worker` holds its claim (fencing: a worker whose lease was taken
@@ -987,21 +1017,32 @@ class SqlTx(_TimerMixin):
             "b_until": now + timedelta(seconds=lease_seconds),
             "b_after": 0,
         }
-        rows = list((await self._run(statement, values)).mappings())
-        if len(rows) < limit:
-            front = (await self._run(_WINDOW_END, {"b_after": 0})).scalar()
-            if front is not None:  # full: look further, where the last such look ended
-                values["b_after"] = after = max(front, _looked_up_to.get(worker, 0))
-                values["b_limit"] = limit - len(rows)
-                rows += (await self._run(statement, values)).mappings()
-                end = (await self._run(_WINDOW_END, {"b_after": after})).scalar()
-                _looked_up_to[worker] = end or 0  # past the last: after the front next time
-        rows.sort(key=lambda row: row["id"])
-        wanted = sorted({row["incident_id"] for row in rows if row["incident_id"]})
         found: dict[str, IncidentRecord] = {}
+        if self._postgres:
+            rows, front = await self._claim_and_look(values, found)
+        else:
+            rows = list((await self._run(statement, values)).mappings())
+            front = (
+                (await self._run(_WINDOW_END, {"b_after": 0})).scalar()
+                if len(rows) < limit
+                else None
+            )
+        if len(rows) < limit and front is not None:
+            # full: look further, where the last such look ended
+            values["b_after"] = after = max(front, _looked_up_to.get(worker, 0))
+            values["b_limit"] = limit - len(rows)
+            if self._postgres:
+                more, end = await self._claim_and_look(values, found)
+            else:
+                more = list((await self._run(statement, values)).mappings())
+                end = (await self._run(_WINDOW_END, {"b_after": after})).scalar()
+            rows += more
+            _looked_up_to[worker] = end or 0  # past the last: after the front next time
+        rows.sort(key=lambda row: row["id"])
+        wanted = sorted({row["incident_id"] for row in rows if row["incident_id"]} - set(found))
         if wanted:
             read = await self._run(_INCIDENTS_IN, {"b_ids": wanted})
-            found = {row["id"]: _record(row) for row in read.mappings()}
+            found |= {row["id"]: _record(row) for row in read.mappings()}
         return [
             Job(
                 id=row["id"],
@@ -1016,6 +1057,25 @@ class SqlTx(_TimerMixin):
             )
             for row in rows
         ]
+
+    async def _claim_and_look(
+        self, values: dict[str, Any], found: dict[str, IncidentRecord]
+    ) -> tuple[list[Any], int | None]:
+        """PostgreSQL: one claim (`_claim_and_look`): the claimed jobs' rows and where the
+        window ends; the jobs' incidents are added to `found`."""
+        rows = (await self._run(_claim_and_look(), values)).mappings().all()
+        start = len(_OF_INCIDENT)
+        jobs = []
+        for row in rows:
+            if row["id"] is None:  # nothing claimed: the one row says where the window ends
+                continue
+            jobs.append(row)
+            if row[f"{_OF_INCIDENT}id"] is not None and row["incident_id"] not in found:
+                incident = {
+                    key[start:]: value for key, value in row.items() if key.startswith(_OF_INCIDENT)
+                }
+                found[row["incident_id"]] = _record(incident)  # type: ignore[arg-type]
+        return jobs, rows[0]["window_end"] if rows else None
 
     async def finish_job(
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
