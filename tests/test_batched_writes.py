@@ -21,6 +21,7 @@ from bot.domain import clocks
 from bot.domain.incident import EventKind
 from bot.domain.policy import default_policy
 from bot.service.incidents import IncidentService, Where
+from bot.store import prepared as prepared_module
 from bot.store import tables
 from bot.store.db import Database
 from bot.store.prepared import Prepared
@@ -456,3 +457,31 @@ async def test_statements_sent_directly_and_through_sqlalchemy_share_one_transac
             assert not raw.driver_connection.is_in_transaction()
     finally:
         await one.dispose()
+
+
+@POSTGRES
+async def test_a_change_goes_through_sqlalchemy_where_its_adapter_is_not_known(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `prepared.begin` does not know SQLAlchemy's asyncpg adapter (another SQLAlchemy
+    version: it answers None), a change's statements go through SQLAlchemy, which begins
+    the transaction itself: the change is stored all the same."""
+    through_sqlalchemy: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        through_sqlalchemy.append(sql)
+
+    async def unknown(_connection: AsyncConnection) -> None:
+        return None
+
+    service = IncidentService(store=SqlStore(database), policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev2", title="payments down", by="U1")
+    where = Where(incident_id=declared.incident.id)
+    monkeypatch.setattr(prepared_module, "begin", unknown)
+    event.listen(database.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        await service.acknowledge(where, by="U2")
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", statement)
+    assert any("FOR UPDATE" in sql for sql in through_sqlalchemy), through_sqlalchemy
+    assert (await service.find(where)).incident.acknowledged_by == "U2"
