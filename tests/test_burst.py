@@ -15,7 +15,7 @@ import re
 import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,8 @@ import pytest
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.queue import Empty
 
 from bot import worker as worker_module
 from bot.service import deadline
@@ -34,6 +36,7 @@ from bot.store import repository as repository_module
 from bot.store import tables
 from bot.store.db import Database, WriterQueue
 from bot.store.inline import CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES
+from bot.store.pool import FairPool, FairQueue
 from bot.store.repository import _TAKE_NUMBER, SqlStore, SqlTx, _take_number
 from tests.conftest import _postgres_param
 from tests.harness import Slack, ThroughSQLAlchemy
@@ -834,6 +837,57 @@ async def test_a_burst_opens_its_connections_once(database: Database) -> None:
         assert len(opened) == 20
     finally:
         await kept.dispose()
+
+
+def _pool_of_one_in_use() -> tuple[
+    FairQueue, str, list[str], Callable[[], Coroutine[Any, Any, None]]
+]:
+    """A pool's queue of one connection, taken; what waiters got; a waiter, to start."""
+    queue = FairQueue(maxsize=1)
+    queue.put_nowait("the connection")
+    got: list[str] = []
+
+    async def waiter() -> None:
+        got.append(await greenlet_spawn(queue.get, True, 5.0))
+
+    return queue, queue.get_nowait(), got, waiter
+
+
+async def test_a_connection_given_back_goes_to_whoever_waited_longest() -> None:
+    """PostgreSQL's pool (`bot.store.pool`), every connection in use: one given back goes
+    to the task that has waited longest, not to one that asks just after (a request that
+    has just arrived, the worker between two steps), which would send the waiter to the
+    back of the line; and while anyone waits, whoever asks waits behind them."""
+    queue, held, got, waiter = _pool_of_one_in_use()
+    waiting = asyncio.create_task(waiter())
+    for _ in range(5):
+        await asyncio.sleep(0)  # it asks, and waits
+    queue.put_nowait(held)  # given back: the waiter's turn, though it has not run yet
+    with pytest.raises(Empty):
+        await greenlet_spawn(queue.get, False)  # one asking meanwhile does not take it
+    await waiting
+    assert got == ["the connection"]
+    queue.put_nowait(got.pop())  # nobody waits: it is there for the next to ask
+    assert await greenlet_spawn(queue.get, False) == "the connection"
+
+
+async def test_a_connection_handed_over_as_its_waiter_gives_up_goes_to_the_next() -> None:
+    """A waiter cancelled (its request ran out of time) just as a connection was handed to
+    it passes the connection on: none is lost to the pool."""
+    queue, held, got, waiter = _pool_of_one_in_use()
+    first, second = asyncio.create_task(waiter()), asyncio.create_task(waiter())
+    for _ in range(5):
+        await asyncio.sleep(0)  # both wait, the first in front
+    queue.put_nowait(held)  # handed to the first...
+    first.cancel()  # ...which gives up before it runs
+    await asyncio.gather(first, second, return_exceptions=True)
+    assert first.cancelled()
+    assert got == ["the connection"]  # the second has it
+
+
+@pytest.mark.parametrize("backend", [_postgres_param()])
+async def test_the_pool_hands_connections_out_in_turn(database: Database) -> None:
+    assert isinstance(database.engine.sync_engine.pool, FairPool)
 
 
 @pytest.mark.parametrize("backend", [_postgres_param()])

@@ -24,6 +24,7 @@ from sqlalchemy.sql.expression import Executable
 
 from bot.service.deadline import commit_starting, in_request, others_answering
 from bot.store import inline
+from bot.store.pool import FairPool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,6 +195,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # login, the connection's statements prepared again) is a wait for everyone.
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 0)
+    # Handed out first come, first served (`pool`): under a burst, no request loses its
+    # turn for a connection to those that asked after it.
+    kwargs.setdefault("poolclass", FairPool)
     # A database that stops answering (frozen, or the network gone) must not hold a
     # request or the worker forever: connecting and each statement have a bound. A Slack
     # request has its own, shorter deadline (bot.service.deadline).
