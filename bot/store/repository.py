@@ -357,11 +357,11 @@ _looked_up_to: dict[str, int] = {}
 _INCIDENTS_IN = Prepared(
     select(incidents).where(incidents.c.id.in_(bindparam("b_ids", type_=String(), expanding=True)))
 )
-_OF_INCIDENT = "incident__"  # the prefix of an incident's columns in `_claim_and_look`'s rows
+_OF_INCIDENT = "incident__"  # the prefix of an incident's columns in `_claim_with_incidents`
 
 
 @functools.cache
-def _claim_and_look() -> Prepared:
+def _claim_with_incidents() -> Prepared:
     """PostgreSQL: `claim_jobs`' three statements in one, so a claim is one round trip, not
     three: the claim (`_claim_statement`), where the window after `b_after` ends
     (`_WINDOW_END`, as `window_end`) and each claimed job's incident (its columns prefixed
@@ -483,7 +483,7 @@ def _values(incident: Incident) -> dict[str, Any]:
     return values
 
 
-def _record(row: RowMapping) -> IncidentRecord:
+def _record(row: Mapping[str, Any]) -> IncidentRecord:
     incident = Incident(
         id=row["id"],
         version=row["version"],
@@ -512,9 +512,8 @@ class _TimerMixin:
     _sent: bool
     _autocommit: bool
     _driver: Any
-    _timers_read: dict[str, list[Any]]
-
     _began: bool
+    _timers_read: dict[str, list[Any]]
 
     async def _direct(self) -> Any:
         """PostgreSQL: the asyncpg connection to send this transaction's prepared
@@ -1061,9 +1060,9 @@ class SqlTx(_TimerMixin):
     async def _claim_and_look(
         self, values: dict[str, Any], found: dict[str, IncidentRecord]
     ) -> tuple[list[Any], int | None]:
-        """PostgreSQL: one claim (`_claim_and_look`): the claimed jobs' rows and where the
-        window ends; the jobs' incidents are added to `found`."""
-        rows = (await self._run(_claim_and_look(), values)).mappings().all()
+        """PostgreSQL: one claim (`_claim_with_incidents`): the claimed jobs' rows and where
+        the window ends; the jobs' incidents are added to `found`."""
+        rows = (await self._run(_claim_with_incidents(), values)).mappings().all()
         start = len(_OF_INCIDENT)
         jobs = []
         for row in rows:
@@ -1074,8 +1073,8 @@ class SqlTx(_TimerMixin):
                 incident = {
                     key[start:]: value for key, value in row.items() if key.startswith(_OF_INCIDENT)
                 }
-                found[row["incident_id"]] = _record(incident)  # type: ignore[arg-type]
-        return jobs, rows[0]["window_end"] if rows else None
+                found[row["incident_id"]] = _record(incident)
+        return jobs, rows[0]["window_end"]  # one row at least
 
     async def finish_job(
         self, job_id: int, *, worker: str, now: datetime, result: dict[str, Any]
