@@ -5,6 +5,7 @@ How much sooner that answers a burst is the benchmark's (`python -m bench.load`)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
@@ -20,6 +21,8 @@ from bot.clock import FakeClock
 from bot.domain import clocks
 from bot.domain.incident import EventKind
 from bot.domain.policy import default_policy
+from bot.service import deadline as deadline_module
+from bot.service.deadline import TooSlow, within
 from bot.service.incidents import IncidentService, Where
 from bot.store import prepared as prepared_module
 from bot.store import tables
@@ -485,3 +488,39 @@ async def test_a_change_goes_through_sqlalchemy_where_its_adapter_is_not_known(
         event.remove(database.engine.sync_engine, "before_cursor_execute", statement)
     assert any("FOR UPDATE" in sql for sql in through_sqlalchemy), through_sqlalchemy
     assert (await service.find(where)).incident.acknowledged_by == "U2"
+
+
+@POSTGRES
+async def test_a_change_cut_short_while_it_waits_for_a_lock_leaves_the_connection_clean(
+    database: Database,
+) -> None:
+    """PostgreSQL: a note waits for its incident's row (another transaction holds it) past
+    its request's deadline and is cut short, mid-statement on asyncpg. The request is
+    told nothing was changed, nothing of the note is stored, and the pool's one connection
+    comes back out of any transaction: the next note is stored."""
+    one = _one_connection(database)
+    service = IncidentService(store=SqlStore(one), policy=default_policy(), clock=FakeClock())
+    declared = await service.declare(severity="sev2", title="payments down", by="U1")
+    where = Where(incident_id=declared.incident.id)
+    try:
+        async with database.transaction() as holder:
+            await holder.execute(
+                select(tables.incidents.c.id)
+                .where(tables.incidents.c.id == declared.incident.id)
+                .with_for_update()
+            )
+            with pytest.raises(TooSlow) as cut:
+                await within(
+                    lambda: service.add_note(where, by="U2", text="cut short"), seconds=0.3
+                )
+            assert not cut.value.maybe_done
+        for _ in range(200):  # the cut-short work rolls back, then lets the connection go
+            if not deadline_module._abandoned:
+                break
+            await asyncio.sleep(0.01)
+        await service.add_note(where, by="U2", text="after")
+        timeline = await service.timeline(declared.incident.id)
+        notes = [entry.data.get("text") for entry in timeline if entry.kind == EventKind.NOTE_ADDED]
+        assert notes == ["after"]
+    finally:
+        await one.dispose()
