@@ -130,13 +130,11 @@ class Batch:
         """Whether a statement reading `tables` would see writes still held here."""
         return not self._written.isdisjoint(tables)
 
-    async def send(
-        self, connection: AsyncConnection, *, direct: bool = False, driver: Any = None
-    ) -> None:
+    async def send(self, connection: AsyncConnection, *, driver: Any = None) -> None:
         """Send the held writes as one statement, inside the connection's transaction (or,
         in autocommit, as a transaction of its own); check the counts; empty the batch.
-        `direct`: straight to asyncpg (`prepared.send`, with its `driver`): in the
-        transaction `prepared.begin` began, or where it commits as it runs."""
+        With the asyncpg `driver` under the connection, straight to it (`prepared.send`):
+        in the transaction `prepared.begin` began, or where it commits as it runs."""
         writes, self._writes, self._written, self._parameters = self._writes, [], set(), 0
         self._rows = {}
         if not writes:
@@ -148,7 +146,7 @@ class Batch:
             for r, row in enumerate(write.rows):
                 for key, value in row.items():
                     values[f"w{i}_{r}_{key}"] = value
-        if direct:
+        if driver is not None:
             counts = (await send(connection, plan, values, driver=driver)).one()
         else:
             counts = (await connection.exec_driver_sql(plan.sql, plan.bind(values))).one()

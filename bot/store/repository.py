@@ -373,7 +373,7 @@ def _claim_with_incidents() -> Prepared:
     claimed with."""
     claimed = _claim_statement(postgres=True).statement.cte("claimed")  # type: ignore[attr-defined]
     one = select(literal_column("1").label("one")).subquery("one")
-    window_end = _after().offset(CLAIM_WINDOW - 1).limit(1).scalar_subquery()
+    window_end = _WINDOW_END.statement.scalar_subquery()  # type: ignore[attr-defined]
     return Prepared(
         select(
             window_end.label("window_end"),
@@ -596,18 +596,15 @@ class _TimerMixin:
         if not batch:
             return
         connection = cast(AsyncConnection, self.c)
-        if self._autocommit:
-            await batch.send(connection, direct=True, driver=await self._direct())
-            return
-        if not commit or self._sent or batch.checks_counts:
+        if self._autocommit or not commit or self._sent or batch.checks_counts:
             self._sent = True
-            driver = await self._direct()  # the transaction begun
-            await batch.send(connection, direct=driver is not None, driver=driver)
+            # In autocommit, a statement of its own; else in the transaction, begun now.
+            await batch.send(connection, driver=await self._direct())
             return
         # Nothing sent yet, so SQLAlchemy has not begun the transaction: sent straight to
         # asyncpg, the batch commits as it runs, and the transaction's COMMIT sends nothing.
         commit_starting()
-        await batch.send(connection, direct=True, driver=await prepared.driver_of(connection))
+        await batch.send(connection, driver=await prepared.driver_of(connection))
 
     async def recover_single_process(self) -> int:
         """SQLite serves one process: at start-up, whatever it left claimed is taken back."""
