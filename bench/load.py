@@ -414,6 +414,8 @@ class Row:
     bot: Figures
     floor: Figures
     cpu_ms: float | None = None  # the bot's CPU time per request, its Slack work included
+    answer_cpu_ms: float | None = None  # the bot's, from the first request to the last answer
+    floor_cpu_ms: float | None = None  # the floor's, the same way
 
 
 @dataclass
@@ -462,6 +464,14 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest rank: the smallest value with at least q of them at or below it."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def per_request(pid: int, before: float | None, requests: int) -> float | None:
+    """The CPU milliseconds per request `pid` used since `before` (`cpu_seconds`)."""
+    now = cpu_seconds(pid)
+    if before is None or now is None:
+        return None
+    return (now - before) * 1000 / requests
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -540,9 +550,10 @@ class BotRun:
         options: argparse.Namespace,
         report: Report,
         pid: int,
+        floor_pid: int,
     ) -> None:
         self.gen, self.fake, self.capture, self.clock = gen, fake, capture, clock
-        self.pid = pid
+        self.pid, self.floor_pid = pid, floor_pid
         self.http, self.base, self.database, self.general = http, base, database, general
         self.events = f"{base}/slack/events"
         self.floor_events = f"{floor}/slack/events"
@@ -602,19 +613,20 @@ class BotRun:
         warm = await self.help(warmup_for(n))
         requests = await self.requests(kind, count)
         acks_only = [Request(r.content_type, r.body, "") for r in warm + requests]
+        floor_used = cpu_seconds(self.floor_pid)
         _, floor_ms, floor_errors = await self.gen.run(self.floor_events, acks_only, in_flight=n)
+        floor_cpu_ms = per_request(self.floor_pid, floor_used, len(acks_only))
         progress(f"{self.database}: {kind} at {n} in flight: the floor done, now the bot")
         used = cpu_seconds(self.pid)
         _, ms, errors = await self.gen.run(self.events, warm + requests, in_flight=n)
+        answer_cpu_ms = per_request(self.pid, used, len(warm + requests))
         skip = len(warm)
         ms, errors = ms[skip:], errors[skip:]
         if kind == "button":  # the outcome of a click is said in a follow-up
             said = await followups(self.fake, requests, "Escalation stopped")
             errors = [e or s for e, s in zip(errors, said, strict=True)]
         waited = await drain(self.http, self.base)
-        cpu_ms = None
-        if used is not None and (now_used := cpu_seconds(self.pid)) is not None:
-            cpu_ms = (now_used - used) * 1000 / len(warm + requests)
+        cpu_ms = per_request(self.pid, used, len(warm + requests))
         if waited > 1:
             self.report.notes.append(
                 f"{self.database}, {kind} at {n} in flight: the Slack work of the "
@@ -627,6 +639,8 @@ class BotRun:
             Figures(ms, [e for e in errors if e]),
             Figures(floor_ms[skip:], [e for e in floor_errors[skip:] if e]),
             cpu_ms,
+            answer_cpu_ms,
+            floor_cpu_ms,
         )
 
     async def notes(self, count: int) -> list[Request]:
@@ -732,6 +746,7 @@ async def bot_rows(
     database_url: str,
     gen: LoadGen,
     floor: str,
+    floor_pid: int,
     tmp: Path,
     options: argparse.Namespace,
     report: Report,
@@ -782,6 +797,7 @@ async def bot_rows(
                 options=options,
                 report=report,
                 pid=pids[0],
+                floor_pid=floor_pid,
             )
             await run.warm_up()
             live = await run.declaration_to_live(options.live_rate, options.live_seconds)
@@ -822,6 +838,7 @@ async def measure(options: argparse.Namespace) -> Report:
         tmp = Path(tmpdir)
         floor_port = free_port()
         floor_argv = [sys.executable, "-m", "bench.floor", "--port", str(floor_port)]
+        floor_pids: list[int] = []
         async with (
             LoadGen(tmp) as gen,
             serving(
@@ -831,6 +848,7 @@ async def measure(options: argparse.Namespace) -> Report:
                 cwd=REPO,
                 log=tmp / "floor.log",
                 port=floor_port,
+                pids=floor_pids,
             ) as floor,
         ):
             await bot_rows(
@@ -838,6 +856,7 @@ async def measure(options: argparse.Namespace) -> Report:
                 database_url=f"sqlite+aiosqlite:///{tmp / 'incidents.db'}",
                 gen=gen,
                 floor=floor,
+                floor_pid=floor_pids[0],
                 tmp=tmp,
                 options=options,
                 report=report,
@@ -854,6 +873,7 @@ async def measure(options: argparse.Namespace) -> Report:
                         database_url=url,
                         gen=gen,
                         floor=floor,
+                        floor_pid=floor_pids[0],
                         tmp=tmp,
                         options=options,
                         report=report,
@@ -893,17 +913,22 @@ def render(report: Report) -> str:
         "Acknowledgement latency under load (milliseconds). Each row: the same Slack-signed "
         "requests sent to the floor (a bare Bolt app that only acks), then to the bot, by a "
         "load generator in its own process keeping N in flight; after a warm-up. "
-        "× floor: the bot's p50 / p99 over the floor's. CPU: the bot process's CPU time per "
-        "request, from the first request to the end of their Slack work (ms).",
+        "× floor: the bot's p50 / p99 over the floor's. CPU answering: the bot process's CPU "
+        "time per request, from the first request to the last answer, beside the floor's; "
+        "CPU with Slack work: the bot's, to the end of their Slack work (ms).",
         f"Machine: {machine(report.postgres)}.",
         "",
         "| request | database | in flight | requests | p50 | p99 | max | errors "
-        "| floor p50 | floor p99 | p50 × floor | p99 × floor | CPU |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| floor p50 | floor p99 | p50 × floor | p99 × floor | CPU answering | floor CPU "
+        "| CPU with Slack work |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in report.rows:
         bot, floor = row.bot, row.floor
-        cpu = "—" if row.cpu_ms is None else f"{row.cpu_ms:.2f}"
+        cpu = " | ".join(
+            "—" if ms is None else f"{ms:.2f}"
+            for ms in (row.answer_cpu_ms, row.floor_cpu_ms, row.cpu_ms)
+        )
         out.append(
             f"| {REQUEST_NAMES.get(row.request, row.request)} | {row.database} | "
             f"{row.in_flight} | {len(bot.ms)} | {bot.p50:.1f} | {bot.p99:.1f} | "
