@@ -64,8 +64,10 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
-        for kind in REQUEST_KINDS:
-            self.request_seconds.labels(kind=kind)
+        # Each kind's series, looked up once: every Slack request is counted in one.
+        self._request_series = {
+            kind: self.request_seconds.labels(kind=kind) for kind in REQUEST_KINDS
+        }
         self.alert_requests = Counter(
             "incident_bot_alert_requests",
             "Requests to the alert endpoints answered by this process, by endpoint "
@@ -79,9 +81,8 @@ class Metrics:
         self.slack_calls.labels(method=method, outcome=outcome).inc()
 
     def observe_request(self, kind: str, seconds: float) -> None:
-        self.request_seconds.labels(kind=kind if kind in REQUEST_KINDS else "other").observe(
-            seconds
-        )
+        series = self._request_series
+        (series.get(kind) or series["other"]).observe(seconds)
 
     def alert_request(self, endpoint: str, outcome: str) -> None:
         self.alert_requests.labels(endpoint=endpoint, outcome=outcome).inc()

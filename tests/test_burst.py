@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from slack_bolt.kwargs_injection import async_utils
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
@@ -31,6 +33,7 @@ from bot.service import deadline
 from bot.service.deadline import answering, give_way, within
 from bot.service.ports import Job
 from bot.slack.app import Background
+from bot.slack.directory import SlackDirectory, Standing
 from bot.store import db as db_module
 from bot.store import repository as repository_module
 from bot.store import tables
@@ -939,3 +942,56 @@ async def test_working_through_one_incidents_queue_costs_the_same_per_message(
     # Each turn's statements take some 800 VM steps; walking the rest of the queue at each
     # turn took some 3,500.
     assert steps[0] / 100 < 1_500, steps[0] / 100
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_bolt_builds_a_requests_arguments_once(
+    slack: Slack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command is answered with the arguments of its listener built once. The check that
+    only full members act is a middleware class, so Bolt does not build every argument a
+    listener could ask for (a say, a respond, a dozen more) a second time for it."""
+    built: list[list[str]] = []
+    original = async_utils.build_async_required_kwargs
+
+    def counting(**kwargs: Any) -> dict[str, Any]:
+        built.append(list(kwargs["required_arg_names"]))
+        return original(**kwargs)
+
+    for name in (
+        "slack_bolt.middleware.async_custom_middleware",
+        "slack_bolt.listener.async_listener",
+        "slack_bolt.listener_matcher.async_builtins",
+        "slack_bolt.listener_matcher.async_listener_matcher",
+    ):
+        module = importlib.import_module(name)
+        if hasattr(module, "build_async_required_kwargs"):
+            monkeypatch.setattr(module, "build_async_required_kwargs", counting)
+    channel = await slack.declare("sev3 cost of a note")
+    built.clear()
+    reply = await slack.command("note the cache is cold", channel=channel.id, settle=False)
+    assert "Note added" in (reply.text or "")
+    # the listener's arguments, once; none for a middleware (Bolt's matchers ask for the body)
+    assert built.count(["ack", "body", "respond", "client"]) == 1, built
+    assert not [names for names in built if "next_" in names or "next" in names], built
+
+
+async def test_a_known_member_is_let_through_without_waiting() -> None:
+    """Whether someone may act is answered from the cache without a task, a timer or a turn
+    of the event loop; only a look-up Slack must answer waits (bounded)."""
+
+    class Users:
+        calls = 0
+
+        async def users_info(self, *, user: str) -> dict[str, Any]:
+            self.calls += 1
+            return {"user": {"id": user, "team_id": "T1"}}
+
+    users = Users()
+    directory = SlackDirectory(users, team_id=lambda: "T1")  # type: ignore[arg-type]
+    assert await directory.standing("U1") == Standing.MEMBER  # asks Slack, then caches
+    looking = directory.standing("U1")
+    with pytest.raises(StopIteration) as answered:
+        looking.send(None)  # done on its first step: it never waited
+    assert answered.value.value == Standing.MEMBER
+    assert users.calls == 1

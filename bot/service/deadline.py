@@ -161,13 +161,21 @@ async def within(work: Callable[[], Awaitable[T]], seconds: float = REQUEST_SECO
         _attempt.set(attempt)
         return await work()
 
-    task = asyncio.ensure_future(run())
+    # One future woken by whichever comes first, the work's end or the deadline: what
+    # `asyncio.wait` does, without its sets and per-call bookkeeping on every request.
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(run())
+    ended: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_later(seconds, _wake, ended)
+    task.add_done_callback(lambda _: _wake(ended))
     try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
+        await ended
     except asyncio.CancelledError:
         task.cancel()
         raise
-    if task in done:
+    finally:
+        timer.cancel()
+    if task.done():
         return task.result()
     task.cancel()
     # Keep a reference until the cancelled work has rolled back, and swallow its outcome.

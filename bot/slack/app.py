@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -225,23 +227,37 @@ def build_app(
             return bool(actions[0].get("action_id") != Action.OPEN_CHANNEL)
         return body.get("type") == "view_submission"
 
-    @app.middleware
-    async def full_members_only(
-        body: dict[str, Any],
-        context: dict[str, Any],
-        respond: AsyncRespond,
-        next_: Callable[[], Awaitable[None]],
-    ) -> BoltResponse | None:
+    class FullMembersOnly(AsyncMiddleware):
         """Guests and people from other organisations are told they can't; nothing changes.
-        When Slack cannot say who someone is, that is not held against them."""
-        user = context.get("user_id")
-        if not user or not wants_to_act(body):
-            await next_()
-            return None
-        standing = await members.standing(str(user))
-        if standing not in (Standing.GUEST, Standing.EXTERNAL):
-            await next_()
-            return None
+        When Slack cannot say who someone is, that is not held against them.
+
+        A middleware class: Bolt hands it the request as it is, where a middleware function
+        would first have every argument a listener may ask for built (a dozen objects, for
+        every request)."""
+
+        async def async_process(
+            self,
+            *,
+            req: AsyncBoltRequest,
+            resp: BoltResponse,
+            next: Callable[[], Awaitable[BoltResponse]],  # Bolt's name for it
+        ) -> BoltResponse | None:
+            user = req.context.user_id
+            if not user or not wants_to_act(req.body):
+                await next()
+                return None
+            standing = await members.standing(str(user))
+            if standing not in (Standing.GUEST, Standing.EXTERNAL):
+                await next()
+                return None
+            return refuse(req.body, req.context.respond, standing, str(user))
+
+    app.use(FullMembersOnly())
+
+    def refuse(
+        body: dict[str, Any], respond: AsyncRespond | None, standing: Standing, user: str
+    ) -> BoltResponse:
+        """The answer to a guest or an outsider who tried to act."""
         who = "guests" if standing == Standing.GUEST else "people from other organisations"
         refusal = (
             f"Sorry: {who} can't act on incidents in this workspace. Ask a member of the "
@@ -256,7 +272,7 @@ def build_app(
                 answer = {"response_action": "errors", "errors": {first_block: refusal}}
         elif body.get("command"):
             answer = {"response_type": "ephemeral", "text": refusal}
-        else:
+        elif respond is not None:
             follow_up(respond, refusal, what="refusal")
         if answer is None:
             return BoltResponse(status=200, body="")

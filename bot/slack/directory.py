@@ -100,16 +100,20 @@ class SlackDirectory:
     async def standing(self, user: str) -> Standing:
         """Whether `user` is a full member of this workspace (cached). UNKNOWN when Slack
         cannot say within `wait_seconds`: the caller lets them act."""
-        failed = self._unknown.get(user)
-        if failed is not None and self._monotonic() - failed < UNKNOWN_SECONDS:
-            return Standing.UNKNOWN  # a burst during a Slack outage waits once, not each time
-        try:
-            info = await asyncio.wait_for(self.user_info(user), timeout=self.wait_seconds)
-        except Exception as exc:  # Slack away, slow or refusing: not the user's fault
-            log.warning("users.info for %s failed: %s", user, type(exc).__name__)
-            self._unknown[user] = self._monotonic()
-            return Standing.UNKNOWN
-        self._unknown.pop(user, None)
+        cached = self._users.get(user)
+        if cached is not None and self._fresh(cached[0]):
+            info = cached[1]  # the usual case: no task, no timer
+        else:
+            failed = self._unknown.get(user)
+            if failed is not None and self._monotonic() - failed < UNKNOWN_SECONDS:
+                return Standing.UNKNOWN  # a burst during an outage waits once, not each time
+            try:
+                info = await asyncio.wait_for(self.user_info(user), timeout=self.wait_seconds)
+            except Exception as exc:  # Slack away, slow or refusing: not the user's fault
+                log.warning("users.info for %s failed: %s", user, type(exc).__name__)
+                self._unknown[user] = self._monotonic()
+                return Standing.UNKNOWN
+            self._unknown.pop(user, None)
         team = self._team_id()
         if info.get("is_stranger") or (team and info.get("team_id") not in (None, team)):
             return Standing.EXTERNAL
