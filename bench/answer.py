@@ -19,27 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from unittest import mock
-from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
-from slack_sdk.signature import SignatureVerifier
 
 from bench import floor as floor_app
-from bench.load import machine
+from bench.load import ALICE, SECRET, Capture, Request, machine
 from bot.config import Settings
 from bot.devtools.fakeslack import FakeSlack
 from bot.runtime import Runtime
 
-SECRET = "bench-answer-secret"
-USER = "U0ALICE"
 IN_FLIGHT = (1, 20)
 KINDS = ("help", "note", "declare")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,40 +54,15 @@ def _handler(app: web.Application) -> Handler:
     raise LookupError("no POST /slack/events")
 
 
-class Signed:
-    """Slash commands as Slack signs them, turned into aiohttp requests in the process."""
-
-    def __init__(self, response_url: Callable[[], str]) -> None:
-        self._verifier = SignatureVerifier(SECRET)
-        self._response_url = response_url
-        self._n = 0
-
-    def command(self, text: str, channel: str) -> tuple[bytes, dict[str, str]]:
-        self._n += 1
-        body = urlencode(
-            {
-                "token": "x",
-                "team_id": "T0FAKE",
-                "team_domain": "fake",
-                "channel_id": channel,
-                "channel_name": "c",
-                "user_id": USER,
-                "user_name": "alice",
-                "command": "/incident",
-                "text": text,
-                "api_app_id": "A0FAKE",
-                "response_url": self._response_url(),
-                "trigger_id": f"trigger.{self._n}",
-            }
-        )
-        timestamp = str(int(time.time()))
-        signature = self._verifier.generate_signature(timestamp=timestamp, body=body)
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": str(signature),
-        }
-        return body.encode(), headers
+def _signed(request: Request, capture: Capture) -> tuple[bytes, dict[str, str]]:
+    """A captured request's body and headers, signed now as Slack signs."""
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": request.content_type,
+        "X-Slack-Request-Timestamp": str(timestamp),
+        "X-Slack-Signature": capture.sign(request.body, timestamp),
+    }
+    return request.body.encode(), headers
 
 
 def _request(body: bytes, headers: dict[str, str]) -> web.Request:
@@ -113,6 +85,7 @@ async def _cpu_per_request(
             assert isinstance(response, web.Response)
             answers.append(response.text or "")
 
+    gc.collect()  # the requests just built (mock-heavy) are not collected on the clock
     started = time.process_time()
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     used = time.process_time() - started
@@ -131,10 +104,15 @@ async def measure(
     logging.getLogger().setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench-answer-") as tmp:
         async with FakeSlack() as fake:
-            signed = Signed(fake.new_response_url)
-            fake.add_user(USER, "alice", "Alice Ops")
-            general = fake.add_channel("general", members=[USER])
-            fake.add_channel("incidents", members=[USER])
+            capture = Capture(fake)  # builds each command as Slack would, from a template
+            fake.add_user(ALICE, "alice", "Alice Ops")
+            general = fake.add_channel("general", members=[ALICE])
+            fake.add_channel("incidents", members=[ALICE])
+
+            async def signed(words: str, channel: str) -> tuple[bytes, dict[str, str]]:
+                request = await capture.slash(words, channel=channel, expect="")
+                return _signed(request, capture)
+
             settings = Settings(
                 _env_file=None,
                 slack_bot_token=fake.bot_token,
@@ -148,7 +126,7 @@ async def measure(
                 bot = _handler(runtime.http_app)
                 # Incidents with channels, for the notes (and a warm-up of every path).
                 for n in range(20):
-                    body, headers = signed.command(f"sev3 warm-up {n}", general)
+                    body, headers = await signed(f"sev3 warm-up {n}", general)
                     await bot(_request(body, headers))
                 await runtime.settle()
                 channels = [c.id for c in fake.channels.values() if c.name.startswith("inc-")]
@@ -163,9 +141,9 @@ async def measure(
                 for kind in kinds:
                     words, expect = requests[kind]
                     for in_flight in in_flights:
-                        made = [signed.command(*words(n)) for n in range(count)]
+                        made = [await signed(*words(n)) for n in range(count)]
                         cost = await _cpu_per_request(bot, made, in_flight, expect)
-                        acks = [signed.command(*words(n)) for n in range(count)]
+                        acks = [await signed(*words(n)) for n in range(count)]
                         floor_cost = await _cpu_per_request(floor, acks, in_flight, "")
                         rows.append((kind, in_flight, cost, floor_cost))
             finally:

@@ -227,33 +227,6 @@ def build_app(
             return bool(actions[0].get("action_id") != Action.OPEN_CHANNEL)
         return body.get("type") == "view_submission"
 
-    class FullMembersOnly(AsyncMiddleware):
-        """Guests and people from other organisations are told they can't; nothing changes.
-        When Slack cannot say who someone is, that is not held against them.
-
-        A middleware class: Bolt hands it the request as it is, where a middleware function
-        would first have every argument a listener may ask for built (a dozen objects, for
-        every request)."""
-
-        async def async_process(
-            self,
-            *,
-            req: AsyncBoltRequest,
-            resp: BoltResponse,
-            next: Callable[[], Awaitable[BoltResponse]],  # Bolt's name for it
-        ) -> BoltResponse | None:
-            user = req.context.user_id
-            if not user or not wants_to_act(req.body):
-                await next()
-                return None
-            standing = await members.standing(str(user))
-            if standing not in (Standing.GUEST, Standing.EXTERNAL):
-                await next()
-                return None
-            return refuse(req.body, req.context.respond, standing, str(user))
-
-    app.use(FullMembersOnly())
-
     def refuse(
         body: dict[str, Any], respond: AsyncRespond | None, standing: Standing, user: str
     ) -> BoltResponse:
@@ -281,6 +254,33 @@ def build_app(
             body=json.dumps(answer),
             headers={"content-type": "application/json;charset=utf-8"},
         )
+
+    class FullMembersOnly(AsyncMiddleware):
+        """Guests and people from other organisations are told they can't; nothing changes.
+        When Slack cannot say who someone is, that is not held against them.
+
+        A middleware class: Bolt hands it the request as it is, where a middleware function
+        would first have every argument a listener may ask for built (a dozen objects, for
+        every request)."""
+
+        async def async_process(
+            self,
+            *,
+            req: AsyncBoltRequest,
+            resp: BoltResponse,
+            next: Callable[[], Awaitable[BoltResponse]],  # Bolt's name for it
+        ) -> BoltResponse | None:
+            user = req.context.user_id
+            if not user or not wants_to_act(req.body):
+                await next()
+                return None
+            standing = await members.standing(str(user))
+            if standing not in (Standing.GUEST, Standing.EXTERNAL):
+                await next()
+                return None
+            return refuse(req.body, req.context.respond, standing, str(user))
+
+    app.use(FullMembersOnly())
 
     def follow_up(respond: AsyncRespond, text: str, *, what: str) -> None:
         background.spawn(

@@ -76,11 +76,15 @@ class SlackDirectory:
             log.warning("could not look up user group %s: %s", group, type(exc).__name__)
             raise LookupFailed(group) from exc
 
+    def _cached_user(self, user: str) -> dict[str, Any] | None:
+        cached = self._users.get(user)
+        return cached[1] if cached is not None and self._fresh(cached[0]) else None
+
     async def user_info(self, user: str) -> dict[str, Any]:
         """The user object `users.info` returns (cached); Slack's errors are raised."""
-        cached = self._users.get(user)
-        if cached is not None and self._fresh(cached[0]):
-            return cached[1]
+        cached = self._cached_user(user)
+        if cached is not None:
+            return cached
         response = await self.client.users_info(user=user)
         info = dict(response.get("user") or {})
         self._users[user] = (self._monotonic(), info)
@@ -100,10 +104,8 @@ class SlackDirectory:
     async def standing(self, user: str) -> Standing:
         """Whether `user` is a full member of this workspace (cached). UNKNOWN when Slack
         cannot say within `wait_seconds`: the caller lets them act."""
-        cached = self._users.get(user)
-        if cached is not None and self._fresh(cached[0]):
-            info = cached[1]  # the usual case: no task, no timer
-        else:
+        info = self._cached_user(user)  # the usual case: answered without a task or a timer
+        if info is None:
             failed = self._unknown.get(user)
             if failed is not None and self._monotonic() - failed < UNKNOWN_SECONDS:
                 return Standing.UNKNOWN  # a burst during an outage waits once, not each time
